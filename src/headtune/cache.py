@@ -1,0 +1,113 @@
+"""The on-disk feature cache: safetensors shards, keyed by everything that changes them.
+
+An entry is a folder named by the SHA-256 of its key (model weights and tokenizer by
+content, max length, pooling point, precision, the texts). It holds one shard file
+per slice of the length-sorted texts. Each shard is written to a temporary file and
+renamed into place, so a shard is either complete or absent; a checksum in its
+header catches a file that was damaged later. A bad shard is reported in one line,
+deleted and recomputed, never trusted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the layout or the meaning of a shard changes
+
+
+def texts_digest(texts: list[str]) -> str:
+    """SHA-256 of the texts in order; length-prefixed so ["ab", "c"] and ["a", "bc"] differ."""
+    digest = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8", "surrogatepass")
+        digest.update(len(data).to_bytes(8, "little"))
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def cache_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps({"format": FORMAT, **parts}, sort_keys=True).encode()).hexdigest()
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """One cache entry: shards `shard-00000.safetensors`, ... in `root/<key>/`."""
+
+    def __init__(self, root: str | os.PathLike, key: str, parts: dict):
+        self.folder = Path(root) / key
+        self.parts = parts
+
+    def shard_path(self, i: int) -> Path:
+        return self.folder / f"shard-{i:05d}.safetensors"
+
+    def load(self, i: int, names: set[str]) -> dict[str, torch.Tensor] | None:
+        """Shard i's tensors, or None when it is missing or damaged (then it is deleted)."""
+        path = self.shard_path(i)
+        if not path.exists():
+            return None
+        try:
+            tensors = load_file(path)
+            with open(path, "rb") as f:  # the checksum lives in the header metadata
+                header_len = int.from_bytes(f.read(8), "little")
+                meta = json.loads(f.read(header_len)).get("__metadata__", {})
+            ok = set(tensors) == names and meta.get("sha256") == _checksum(tensors)
+            reason = "checksum mismatch"
+        except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
+            ok, reason = False, str(err).splitlines()[0] if str(err) else type(err).__name__
+        if ok:
+            return tensors
+        log.warning("feature cache file %s is damaged (%s); recomputing it", path, reason)
+        path.unlink(missing_ok=True)
+        return None
+
+    def save(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
+        """Write shard i atomically: a temporary file in the same folder, fsynced, then renamed."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        key_file = self.folder / "key.json"
+        if not key_file.exists():
+            _atomic_write(key_file, json.dumps(self.parts, indent=2, sort_keys=True).encode())
+        tensors = {name: t.contiguous() for name, t in tensors.items()}
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-shard-")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"sha256": _checksum(tensors)})
+            _fsync(tmp)
+            os.replace(tmp, self.shard_path(i))
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,168 @@
+"""The `headtune` command: a thin door onto `workflow.run` and `predict.predict`.
+
+Flags are generated from the config dataclasses, so a setting is named, typed and
+documented once. Every failure ends in one line on stderr: exit 2 for bad input,
+1 for a bug in headtune, 130 for Ctrl-C; `--debug` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import types
+import typing
+
+from . import __version__
+from .config import TRAIN_SECTIONS, PredictConfig, RunConfig
+from .errors import HeadtuneError, flag
+
+log = logging.getLogger("headtune")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's usage dump would make the error two lines
+        raise HeadtuneError(f"{message} (see {self.prog} --help)")
+
+
+def _field_type(hint):
+    """int for `int | None`, list for `list[str] | None`, ..."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return typing.get_origin(hint) or hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str, skip: tuple[str, ...] = ()) -> None:
+    """One `--field-name` flag per dataclass field, its help text from the field's metadata."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        kind = _field_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        # SUPPRESS: an unset flag stays out of the namespace, so the dataclass keeps the only default
+        kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
+        if kind is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["type"] = str if kind is list else kind
+            kwargs["help"] += f" (default: {default})"
+            kwargs["metavar"] = f.name.split("_")[-1].upper()
+            for key in ("nargs", "choices"):
+                if key in f.metadata:
+                    kwargs[key] = f.metadata[key]
+        group.add_argument(flag(f.name), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="headtune", description="Head-only fine-tuning of frozen Transformer encoders for "
+                                                  "text classification, with one cached backbone pass.")
+    parser.add_argument("--version", action="version", version=f"headtune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="Show full tracebacks and debug logs.")
+    common.add_argument("-q", "--quiet", action="store_true", help="Log warnings and errors only.")
+
+    train = sub.add_parser("train", parents=[common], help="Train the head and write model/, metrics.json, images/.",
+                           description="Freeze the backbone, run it once over each split, train the head on the "
+                                       "cached features, and save an ordinary transformers checkpoint.")
+    for section, config_cls in TRAIN_SECTIONS.items():
+        add_config_flags(train, config_cls, f"{section} settings")
+
+    predict = sub.add_parser("predict", parents=[common], help="Classify texts with a trained model; prints JSON.",
+                             description="Print a JSON list with one {text, <label>_prob..., label} object per text.")
+    predict.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to classify; '-' reads stdin, one per line.")
+    add_config_flags(predict, PredictConfig, "predict settings")
+    return parser
+
+
+def read_lines(source: str) -> list[str]:
+    """Texts from a file (or '-' for stdin), one per line."""
+    try:
+        if source == "-":
+            data = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                data = f.read()
+    except FileNotFoundError:
+        raise HeadtuneError(f"--file {source} does not exist") from None
+    except UnicodeDecodeError:
+        raise HeadtuneError(f"{'stdin' if source == '-' else source} is not valid UTF-8 text") from None
+    except OSError as err:
+        raise HeadtuneError(f"cannot read {source}: {err.strerror}") from None
+    return data.splitlines()
+
+
+def _predict_texts(args: dict) -> tuple[list[str], str]:
+    texts = args.pop("texts")
+    source = args.pop("file", None)
+    if source is not None and texts:
+        raise HeadtuneError("give texts as arguments or with --file, not both")
+    if source is None and texts == ["-"]:
+        source = "-"
+    if source is not None:
+        return read_lines(source), "line"
+    if "-" in texts:
+        raise HeadtuneError("'-' (read stdin) must be the only text argument")
+    return texts, "text"
+
+
+def _configure_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("headtune: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    if not debug:  # transformers' own load reports and progress bars would bury ours
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = vars(build_parser().parse_args(argv))
+        command, debug, quiet = args.pop("command"), args.pop("debug"), args.pop("quiet")
+        _configure_logging(debug, quiet)
+        if command == "train":
+            from .workflow import run
+
+            run(RunConfig.from_flat(**args))
+        else:
+            from .predict import check_texts, predict
+
+            texts, source = _predict_texts(args)
+            results = predict(check_texts(texts, source), **args)
+            json.dump(results, sys.stdout, ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
+        return 0
+    except SystemExit as exit_:  # --help and --version
+        return int(exit_.code or 0)
+    except HeadtuneError as err:
+        if debug_requested(argv):
+            raise
+        print(f"headtune: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("headtune: interrupted; no artifacts were written, and backbone features finished so far are kept "
+              "in the feature cache: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug in headtune, not in the user's input
+        if debug_requested(argv):
+            raise
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        print(f"headtune: internal error: {type(err).__name__}: {reason} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def debug_requested(argv: list[str] | None) -> bool:
+    return "--debug" in (sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

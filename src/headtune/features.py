@@ -1,0 +1,181 @@
+"""Texts -> token ids -> one frozen backbone pass -> the features the head reads.
+
+The backbone is frozen, so a text's features never change: they are computed once per
+split, in length-sorted batches filled up to a token budget (so almost no compute is
+spent on padding), and handed back in the texts' original order. Shards of the sorted
+order go to the on-disk cache as they finish, so an interrupted pass resumes.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cache import FeatureCache, cache_key, texts_digest
+from .config import FeatureConfig
+from .errors import HeadtuneError
+from .heads import HeadSpec
+
+log = logging.getLogger(__name__)
+
+SHARD_TENSORS = {"features", "index", "lengths", "truncated"}
+
+
+@dataclass
+class Tokenized:
+    ids: list[list[int]]
+    truncated: np.ndarray  # bool per text: longer than max_length, cut
+
+
+@dataclass
+class PassStats:
+    texts: int
+    real_tokens: int  # tokens of the texts after truncation
+    padded_tokens: int  # tokens the backbone processed, padding included (0 when all came from the cache)
+    truncated: int
+    cached_shards: int
+    computed_shards: int
+    seconds: float
+
+
+def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
+    """Token ids without padding, truncated to max_length, and which texts were cut."""
+    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    if getattr(enc, "encodings", None):  # fast tokenizers keep what truncation cut off
+        truncated = np.array([bool(e.overflowing) for e in enc.encodings], dtype=bool)
+    else:
+        truncated = np.array([len(ids) >= max_length for ids in enc["input_ids"]], dtype=bool)
+    return Tokenized(list(enc["input_ids"]), truncated)
+
+
+def length_order(lengths: np.ndarray) -> np.ndarray:
+    """Indices from longest to shortest; ties keep their original order, so the order is reproducible."""
+    return np.argsort(-np.asarray(lengths), kind="stable")
+
+
+def plan_batches(sorted_lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
+    """Split lengths sorted longest-first into (start, end) batches of at most max_tokens padded tokens.
+
+    The first row of a batch is its longest, so rows x first length is the padded size.
+    A text longer than the budget still gets a batch of its own.
+    """
+    batches, start, n = [], 0, len(sorted_lengths)
+    while start < n:
+        rows = max(1, max_tokens // max(1, int(sorted_lengths[start])))
+        batches.append((start, min(n, start + rows)))
+        start += rows
+    return batches
+
+
+def collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence: (input_ids, attention_mask)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HeadtuneError(f"--device {name} asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of the backbone pass; None means plain fp32.
+
+    auto: bf16 on Ampere or newer GPUs, fp16 on older ones (T4, V100), fp32 on CPU, where
+    bf16 autocast ran 6x slower than fp32 on this project's AVX2 CPUs (see README).
+    """
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def feature_key_parts(identity: dict, spec: HeadSpec, max_length: int, dtype: torch.dtype | None,
+                      texts: list[str]) -> dict:
+    """Everything that changes the features; head settings (lr, epochs, seed, ...) are deliberately absent."""
+    return {**identity, "point": spec.point, "max_length": max_length,
+            "dtype": str(dtype or torch.float32), "texts": texts_digest(texts), "n": len(texts)}
+
+
+def run_backbone(model: nn.Module, spec: HeadSpec, ids: torch.Tensor, mask: torch.Tensor,
+                 dtype: torch.dtype | None) -> torch.Tensor:
+    device = next(model.parameters()).device
+    if device.type == "cuda":  # pinned host memory lets the copy overlap the previous batch's compute
+        ids, mask = ids.pin_memory().to(device, non_blocking=True), mask.pin_memory().to(device, non_blocking=True)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        return spec.features(model, ids, mask).float()
+
+
+def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[str], *, max_length: int,
+                     cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None,
+                     split: str = "") -> tuple[torch.Tensor, PassStats]:
+    """Features (len(texts), hidden) in the texts' order, from the cache where possible."""
+    start = time.perf_counter()
+    model.eval()
+    n_shards = math.ceil(len(texts) / cfg.shard_size)
+    cache = None
+    if not cfg.no_cache:
+        parts = feature_key_parts(identity, spec, max_length, dtype, texts)
+        cache = FeatureCache(cfg.cache_dir, cache_key(parts), parts)
+    shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)} if cache else {}
+    missing = [i for i in range(n_shards) if shards.get(i) is None]
+    padded = 0
+    if missing:
+        tok = tokenize(tokenizer, texts, max_length)
+        lengths = np.array([len(x) for x in tok.ids])
+        order = length_order(lengths)
+        todo = sum(min(len(texts), (i + 1) * cfg.shard_size) - i * cfg.shard_size for i in missing)
+        bar = tqdm(total=todo, desc=f"backbone pass {split}".strip(), unit="text", disable=None, leave=False)
+        for i in missing:
+            index = order[i * cfg.shard_size:(i + 1) * cfg.shard_size]
+            parts = []
+            for a, b in plan_batches(lengths[index], cfg.max_tokens_per_batch):
+                ids, mask = collate([tok.ids[j] for j in index[a:b]], tokenizer.pad_token_id or 0)
+                padded += ids.numel()
+                parts.append(run_backbone(model, spec, ids, mask, dtype).cpu())
+                bar.update(b - a)
+            shards[i] = {"features": torch.cat(parts), "index": torch.as_tensor(index, dtype=torch.int64),
+                         "lengths": torch.as_tensor(lengths[index], dtype=torch.int32),
+                         "truncated": torch.as_tensor(tok.truncated[index], dtype=torch.uint8)}
+            if cache:
+                cache.save(i, shards[i])
+        bar.close()
+    features = _assemble(shards, len(texts))
+    lengths_all = torch.cat([s["lengths"] for s in shards.values()])
+    truncated = int(torch.cat([s["truncated"] for s in shards.values()]).sum())
+    stats = PassStats(len(texts), int(lengths_all.sum()), padded, truncated,
+                      n_shards - len(missing), len(missing), time.perf_counter() - start)
+    return features, stats
+
+
+def _assemble(shards: dict[int, dict[str, torch.Tensor]], n: int) -> torch.Tensor:
+    """Scatter each shard's rows back to the texts' original positions."""
+    dim = next(iter(shards.values()))["features"].shape[1]
+    out = torch.empty((n, dim), dtype=torch.float32)
+    seen = torch.zeros(n, dtype=torch.bool)
+    for shard in shards.values():
+        out[shard["index"]] = shard["features"]
+        seen[shard["index"]] = True
+    if not bool(seen.all()):  # only a tampered cache could do this; never train on uninitialised rows
+        raise HeadtuneError(f"feature cache is inconsistent ({int((~seen).sum())} texts missing); "
+                            f"delete it or pass --no-cache")
+    return out

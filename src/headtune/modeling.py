@@ -1,0 +1,184 @@
+"""Loading the tokenizer and model safely, and freezing everything but the head.
+
+Weights load from safetensors only unless the user opts in to pickle (`--allow-pickle`),
+and no code from the Hub runs unless they opt in (`--trust-remote-code`).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import hub
+from .config import ModelConfig
+from .errors import HeadtuneError, flag
+from .heads import HeadSpec, head_parameters, head_spec
+
+log = logging.getLogger(__name__)
+
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions start after padding_idx
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    tokenizer: object
+    spec: HeadSpec
+    max_positions: int  # longest input the model accepts, in tokens
+    identity: dict  # what identifies the weights and tokenizer, for the feature-cache key
+
+
+def _check_local_folder(path: Path, allow_pickle: bool, what: str = "model") -> None:
+    if not path.is_dir():
+        raise HeadtuneError(f"{what} folder {path} does not exist" if not path.exists()
+                            else f"{what} path {path} is a file; pass a model folder")
+    if not (path / "config.json").is_file():
+        raise HeadtuneError(f"{path} is not a model folder: it has no config.json")
+    if not any((path / f).is_file() for f in SAFE_WEIGHTS):
+        if any((path / f).is_file() for f in PICKLE_WEIGHTS):
+            if not allow_pickle:
+                raise HeadtuneError(f"{path} holds only pickle weights (pytorch_model.bin), which can run code when "
+                                    f"loaded; convert them to safetensors or pass {flag('allow_pickle')} if you "
+                                    f"trust the file")
+        else:
+            raise HeadtuneError(f"{path} has no model weights (model.safetensors)")
+
+
+def _load(cls, name: str, cfg: ModelConfig, **kwargs):
+    """`cls.from_pretrained` with headtune's safety settings and one-line errors."""
+    local = hub.looks_local(name)
+    kwargs.update(revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if not local and not hub.hub_reachable():
+        kwargs["local_files_only"] = True  # the HF cache may hold it; skip 45 s of network retries
+    try:
+        return cls.from_pretrained(str(Path(name).expanduser()) if local else name, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as err:
+        if kwargs.get("local_files_only") and not local:
+            raise HeadtuneError(hub.offline_message("model", name)) from err
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "trust_remote_code" in reason:
+            reason = f"it needs custom code from the Hub; pass {flag('trust_remote_code')} if you trust it"
+        raise HeadtuneError(f"cannot load {cls.__name__.replace('Auto', '').lower()} from '{name}': {reason}") from err
+
+
+def load_tokenizer(name: str, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    return _load(AutoTokenizer, name, cfg)
+
+
+def max_positions(model: nn.Module, tokenizer) -> int:
+    limits = []
+    if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
+        limits.append(tokenizer.model_max_length)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions:
+        limits.append(positions - 2 if model.config.model_type in ROBERTA_LIKE else positions)
+    return min(limits) if limits else 512
+
+
+def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int) -> LoadedModel:
+    """Tokenizer and sequence-classification model with a fresh head for these labels, backbone frozen."""
+    from transformers import AutoModelForSequenceClassification
+
+    if hub.looks_local(cfg.model):
+        _check_local_folder(Path(cfg.model).expanduser(), cfg.allow_pickle)
+    tokenizer = load_tokenizer(cfg.model, cfg)
+    # The new head is initialised from torch's global RNG: seeding here makes it reproducible.
+    torch.manual_seed(seed)
+    model, info = _load(
+        AutoModelForSequenceClassification, cfg.model, cfg,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        use_safetensors=None if cfg.allow_pickle else True,
+        ignore_mismatched_sizes=True,  # a checkpoint with another label set gets a new head
+        output_loading_info=True,
+    )
+    new_keys = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+    spec = head_spec(model, new_keys)
+    if not spec.modules:
+        raise HeadtuneError(f"cannot tell which modules form the classification head of model type "
+                            f"'{model.config.model_type}'")
+    if not spec.cached:
+        log.warning("no cached-feature head mapping for model type '%s': the full frozen model runs every epoch "
+                    "(slower); head modules: %s", model.config.model_type, ", ".join(spec.modules))
+    limit = max_positions(model, tokenizer)
+    if cfg.max_length > limit:
+        raise HeadtuneError(f"{flag('max_length')} {cfg.max_length} is above this model's limit of {limit} tokens")
+    trainable, frozen = freeze_backbone(model, spec)
+    log.info("model %s (%s): %s trainable head parameters (%s), %s frozen", cfg.model, model.config.model_type,
+             f"{trainable:,}", "+".join(spec.modules), f"{frozen:,}")
+    return LoadedModel(model, tokenizer, spec, limit, identity(cfg, model, tokenizer))
+
+
+def freeze_backbone(model: nn.Module, spec: HeadSpec) -> tuple[int, int]:
+    """Freeze every parameter outside the head; returns (trainable, frozen) parameter counts."""
+    head = {id(p) for p in head_parameters(model, spec)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in head)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def _weights_folder(name: str, cfg: ModelConfig) -> Path | None:
+    if hub.looks_local(name):
+        return Path(name).expanduser()
+    try:
+        from transformers.utils import cached_file
+
+        return Path(cached_file(name, "config.json", revision=cfg.revision, local_files_only=True)).parent
+    except Exception:
+        return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def identity(cfg: ModelConfig, model: nn.Module, tokenizer) -> dict:
+    """Everything about the model and tokenizer that changes the features: weights by content, not by name."""
+    folder = _weights_folder(cfg.model, cfg)
+    weights = {}
+    if folder is not None:
+        patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
+        weights = {p.name: _sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
+    if not weights:  # no file to hash: fall back to the revision the Hub resolved
+        weights = {"name": cfg.model, "revision": cfg.revision,
+                   "commit": getattr(model.config, "_commit_hash", None)}
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    tok_state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return {
+        "model_type": model.config.model_type,
+        "weights": weights,
+        "tokenizer": hashlib.sha256(tok_state.encode()).hexdigest(),
+        "tokenizer_class": type(tokenizer).__name__,
+    }
+
+
+def load_classifier(path: str, device: torch.device, allow_pickle: bool = False):
+    """A saved sequence-classification checkpoint and its tokenizer, for prediction."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    folder = Path(path).expanduser()
+    _check_local_folder(folder, allow_pickle)
+    cfg = ModelConfig(model=str(folder), allow_pickle=allow_pickle)
+    config = _load(AutoConfig, str(folder), cfg)
+    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
+        raise HeadtuneError(f"{folder} is not a text-classification checkpoint (its architecture is "
+                            f"{', '.join(config.architectures or ['unknown'])}); train one with headtune train")
+    tokenizer = load_tokenizer(str(folder), cfg)
+    model = _load(AutoModelForSequenceClassification, str(folder), cfg,
+                  use_safetensors=None if allow_pickle else True)
+    return model.to(device).eval(), tokenizer
