@@ -50,8 +50,9 @@ def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     if getattr(enc, "encodings", None):  # fast tokenizers keep what truncation cut off
         truncated = np.array([bool(e.overflowing) for e in enc.encodings], dtype=bool)
-    else:
-        truncated = np.array([len(ids) >= max_length for ids in enc["input_ids"]], dtype=bool)
+    else:  # a text of exactly max_length tokens is not cut: compare with its untruncated length
+        full = tokenizer(texts, truncation=False)["input_ids"]
+        truncated = np.array([len(ids) > max_length for ids in full], dtype=bool)
     return Tokenized(list(enc["input_ids"]), truncated)
 
 

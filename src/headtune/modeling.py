@@ -6,6 +6,7 @@ and no code from the Hub runs unless they opt in (`--trust-remote-code`).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,7 +159,11 @@ def identity(cfg: ModelConfig, model: nn.Module, tokenizer) -> dict:
         weights = {"name": cfg.model, "revision": cfg.revision,
                    "commit": getattr(model.config, "_commit_hash", None)}
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    tok_state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:  # truncation/padding are settings of the last call, not of the tokenizer: left out
+        tok_state = json.dumps({k: v for k, v in json.loads(backend.to_str()).items()
+                                if k not in ("truncation", "padding")}, sort_keys=True)
+    else:
+        tok_state = repr(sorted(tokenizer.get_vocab().items()))
     return {
         "model_type": model.config.model_type,
         "weights": weights,

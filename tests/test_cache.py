@@ -1,0 +1,194 @@
+"""The feature cache: keyed by everything that changes features and nothing else; damaged shards recomputed."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import headtune
+from headtune.cache import FeatureCache, cache_key, texts_digest
+from headtune.config import FeatureConfig, ModelConfig
+from headtune.features import extract_features, feature_key_parts
+from headtune.heads import HEADS
+from headtune.modeling import identity, load_for_training
+
+MAX_LENGTH = 32
+TEXTS = ["the film was great", "awful", "a dull and boring plot with a very bad ending", "superb music",
+         "the actor was dreadful", "moving", "a masterpiece of a story with wonderful scenes", "mess",
+         "the camera really was brilliant", "waste of a script"]
+
+
+@pytest.fixture(autouse=True)
+def _propagate(monkeypatch):
+    # the CLI (when another test ran it) stops headtune's records at its own handler; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("headtune"), "propagate", True)
+
+
+@pytest.fixture(scope="module")
+def distilbert(tiny_models):
+    return load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
+                                         device="cpu"), ["neg", "pos"], seed=0)
+
+
+def extract(loaded, texts, cache_dir, *, identity_=None, max_length=MAX_LENGTH, **cfg):
+    cfg.setdefault("shard_size", 4)
+    return extract_features(loaded.model, loaded.spec, loaded.tokenizer, texts, max_length=max_length,
+                            cfg=FeatureConfig(cache_dir=str(cache_dir), **cfg),
+                            identity=identity_ or loaded.identity, dtype=None)
+
+
+# --------------------------------------------------------------------------- the key
+
+def test_every_keyed_input_changes_the_key(distilbert, tiny_models):
+    base_id, spec = distilbert.identity, distilbert.spec
+
+    def key(ident=base_id, sp=spec, max_length=MAX_LENGTH, dtype=None, texts=TEXTS):
+        return cache_key(feature_key_parts(ident, sp, max_length, dtype, texts))
+
+    base = key()
+    assert key(ident=dict(base_id), texts=list(TEXTS)) == base  # same inputs, same key
+    tok = type(distilbert.tokenizer).from_pretrained(tiny_models["distilbert"])
+    tok.add_tokens(["zzzyqx"])
+    variants = {
+        "weights": key(ident={**base_id, "weights": {"model.safetensors": "0" * 64}}),
+        "tokenizer": key(ident=identity(ModelConfig(model=str(tiny_models["distilbert"])), distilbert.model, tok)),
+        "max_length": key(max_length=MAX_LENGTH + 1),
+        "pooling point": key(sp=HEADS["bert"]),
+        "dtype": key(dtype=torch.bfloat16),
+        "text order": key(texts=TEXTS[::-1]),
+        "one text": key(texts=TEXTS[:3] + [TEXTS[3] + "!"] + TEXTS[4:]),
+        "one text more": key(texts=TEXTS + ["great"]),
+        "one text less": key(texts=TEXTS[:-1]),
+    }
+    for what, k in variants.items():
+        assert k != base, f"a change of {what} must miss the cache"
+    assert len(set(variants.values())) == len(variants)
+    assert key(texts=["a", "bc"]) != key(texts=["ab", "c"])  # where one text ends matters
+    assert texts_digest(["a", "bc"]) != texts_digest(["ab", "c"])
+
+
+def test_weights_are_keyed_by_content(distilbert, tiny_models, tmp_path):
+    cache = tmp_path / "cache"
+    first, stats = extract(distilbert, TEXTS, cache)
+    assert (stats.cached_shards, stats.computed_shards) == (0, 3)
+
+    same = tmp_path / "same-weights-elsewhere"
+    shutil.copytree(tiny_models["distilbert"], same)
+    ident = identity(ModelConfig(model=str(same)), distilbert.model, distilbert.tokenizer)
+    again, stats = extract(distilbert, TEXTS, cache, identity_=ident)
+    assert (stats.cached_shards, stats.computed_shards) == (3, 0)
+    assert torch.equal(again, first)
+
+    tensors = load_file(same / "model.safetensors")
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name] + 1.0  # (a zero bias scaled would stay the same)
+    save_file(tensors, same / "model.safetensors", metadata={"format": "pt"})
+    ident = identity(ModelConfig(model=str(same)), distilbert.model, distilbert.tokenizer)
+    _, stats = extract(distilbert, TEXTS, cache, identity_=ident)
+    assert (stats.cached_shards, stats.computed_shards) == (0, 3)
+
+
+def test_max_length_and_texts_miss_end_to_end(distilbert, tmp_path):
+    cache = tmp_path / "cache"
+    extract(distilbert, TEXTS, cache)
+    assert extract(distilbert, TEXTS, cache, max_length=MAX_LENGTH - 1)[1].computed_shards == 3
+    assert extract(distilbert, TEXTS[::-1], cache)[1].computed_shards == 3
+    assert extract(distilbert, TEXTS, cache)[1].computed_shards == 0
+    entries = sorted(p for p in cache.iterdir() if p.is_dir())
+    assert len(entries) == 3
+    for entry in entries:  # each entry records what it was keyed on, and is named by its hash
+        parts = json.loads((entry / "key.json").read_text())
+        assert cache_key(parts) == entry.name
+        assert sorted(p.name for p in entry.glob("*.safetensors")) == [f"shard-0000{i}.safetensors" for i in range(3)]
+
+
+def test_head_settings_reuse_the_cache_end_to_end(tiny_models, sentiment_dir, tmp_path):
+    common = dict(dataset=str(sentiment_dir), model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
+                  device="cpu", shard_size=128, cache_dir=str(tmp_path / "cache"))
+    first = headtune.train(output_dir=str(tmp_path / "a"), epochs=1, **common)
+    assert {s: (p["cached_shards"], p["computed_shards"]) for s, p in first["backbone_pass"].items()} == \
+           {"train": (0, 4), "test": (0, 2)}  # 400 train / 200 test texts in shards of 128
+    second = headtune.train(output_dir=str(tmp_path / "b"), epochs=2, lr=0.05, batch_size=7, seed=3, **common)
+    assert {s: (p["cached_shards"], p["computed_shards"]) for s, p in second["backbone_pass"].items()} == \
+           {"train": (4, 0), "test": (2, 0)}
+    assert second["backbone_pass"]["train"]["padded_tokens"] == 0
+    assert second["backbone_pass"]["train"]["real_tokens"] == first["backbone_pass"]["train"]["real_tokens"]
+
+
+# --------------------------------------------------------------------------- damaged shards
+
+def _damage_warnings(caplog):
+    return [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_truncated_shard_is_reported_and_recomputed(distilbert, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    original, _ = extract(distilbert, TEXTS, cache)
+    shard = next(p for p in cache.iterdir() if p.is_dir()) / "shard-00001.safetensors"
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2])
+
+    with caplog.at_level(logging.WARNING):
+        again, stats = extract(distilbert, TEXTS, cache)
+    warnings = _damage_warnings(caplog)
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert str(shard) in message and "\n" not in message
+    assert (stats.cached_shards, stats.computed_shards) == (2, 1)
+    assert torch.equal(again, original)
+    assert shard.read_bytes() == data  # rewritten whole
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert extract(distilbert, TEXTS, cache)[1].computed_shards == 0
+    assert _damage_warnings(caplog) == []
+
+
+def test_flipped_bytes_in_tensor_data_are_caught_by_the_checksum(distilbert, tmp_path, caplog):
+    cache = tmp_path / "cache"
+    original, _ = extract(distilbert, TEXTS, cache)
+    shard = next(p for p in cache.iterdir() if p.is_dir()) / "shard-00000.safetensors"
+    data = bytearray(shard.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_len])
+    begin, end = header["features"]["data_offsets"]
+    start = 8 + header_len + begin + (end - begin) // 2
+    for i in range(start, start + 4):  # a damaged float in the middle of the features
+        data[i] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert set(load_file(shard)) == {"features", "index", "lengths", "truncated"}  # still parses
+
+    with caplog.at_level(logging.WARNING):
+        again, stats = extract(distilbert, TEXTS, cache)
+    warnings = _damage_warnings(caplog)
+    assert len(warnings) == 1
+    assert str(shard) in warnings[0].getMessage() and "checksum" in warnings[0].getMessage()
+    assert (stats.cached_shards, stats.computed_shards) == (2, 1)
+    assert torch.equal(again, original)
+
+
+def test_shard_with_wrong_tensors_is_not_trusted(tmp_path, caplog):
+    cache = FeatureCache(tmp_path, "k", {"x": 1})
+    cache.save(0, {"features": torch.ones(2, 3), "index": torch.arange(2)})
+    assert cache.load(0, {"features", "index"})["features"].shape == (2, 3)
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(0, {"features", "index", "lengths"}) is None
+    assert len(_damage_warnings(caplog)) == 1
+    assert not cache.shard_path(0).exists()
+    assert [p.name for p in cache.folder.iterdir()] == ["key.json"]  # no temporary files left behind
+
+
+# --------------------------------------------------------------------------- --no-cache
+
+def test_no_cache_writes_nothing(tiny_models, sentiment_dir, tmp_path):
+    cache = tmp_path / "cache"
+    metrics = headtune.train(dataset=str(sentiment_dir), model=str(tiny_models["distilbert"]),
+                             max_length=MAX_LENGTH, device="cpu", epochs=1, no_cache=True, cache_dir=str(cache),
+                             output_dir=str(tmp_path / "out"))
+    assert metrics["backbone_pass"]["train"]["computed_shards"] == 1
+    assert metrics["backbone_pass"]["train"]["cached_shards"] == 0
+    assert not cache.exists() or list(cache.rglob("*")) == []

@@ -1,0 +1,153 @@
+"""features: token-budget batch plans, padding, truncation flags, and the one backbone pass."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headtune.config import FeatureConfig, ModelConfig
+from headtune.features import collate, extract_features, length_order, plan_batches, tokenize
+from headtune.modeling import load_for_training
+
+MAX_LENGTH = 48
+
+TEXTS = [
+    "a short one",
+    "the movie was great and the music was wonderful , a real masterpiece of a film " * 4,  # truncated
+    "dull",
+    "the plot was a mess and the actor was dreadful with a boring script and a very dull ending",
+    "excellent",
+    "quite a moving story",
+    "the camera and the director really made this scene brilliant",
+    "awful awful awful",
+    "the film",
+    "the story was superb , with delightful characters",
+]
+
+
+# --------------------------------------------------------------------------- plan_batches
+
+def check_plan(sorted_lengths: np.ndarray, budget: int, plan: list[tuple[int, int]]) -> None:
+    n = len(sorted_lengths)
+    covered = [i for a, b in plan for i in range(a, b)]
+    assert covered == list(range(n))  # every index once, in order, no empty batch
+    for a, b in plan:
+        assert b > a
+        rows, first = b - a, int(sorted_lengths[a])
+        assert rows * first <= budget or rows == 1
+        if b < n:  # filled: one more row would have broken the budget
+            assert (rows + 1) * max(first, 1) > budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=600), max_size=60), st.integers(min_value=1, max_value=5000))
+def test_plan_batches_respects_budget_and_covers_all(lengths, budget):
+    sorted_lengths = np.sort(np.array(lengths, dtype=np.int64))[::-1].copy()
+    before = sorted_lengths.copy()
+    plan = plan_batches(sorted_lengths, budget)
+    assert np.array_equal(sorted_lengths, before)  # pure: input untouched
+    assert plan_batches(sorted_lengths, budget) == plan  # pure: same input, same plan
+    check_plan(sorted_lengths, budget, plan)
+
+
+def test_plan_batches_examples():
+    assert plan_batches(np.array([10, 10, 5, 5, 5, 1]), 20) == [(0, 2), (2, 6)]
+    assert plan_batches(np.array([50, 3, 2]), 20) == [(0, 1), (1, 3)]  # over budget: a batch of its own
+    assert plan_batches(np.array([], dtype=np.int64), 20) == []
+
+
+def test_length_order_is_longest_first_and_stable():
+    assert length_order(np.array([3, 7, 3, 9, 7])).tolist() == [3, 1, 4, 0, 2]
+
+
+# --------------------------------------------------------------------------- collate
+
+def test_collate_pads_right_with_exact_mask():
+    ids, mask = collate([[5, 6, 7], [8], [9, 10]], pad_id=0)
+    assert ids.dtype == mask.dtype == torch.long
+    assert torch.equal(ids, torch.tensor([[5, 6, 7], [8, 0, 0], [9, 10, 0]]))
+    assert torch.equal(mask, torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]]))
+    ids, mask = collate([[4, 4]], pad_id=3)
+    assert torch.equal(ids, torch.tensor([[4, 4]])) and torch.equal(mask, torch.ones(1, 2, dtype=torch.long))
+    ids, _ = collate([[1], [2, 2, 2]], pad_id=99)
+    assert ids[0].tolist() == [1, 99, 99]
+
+
+# --------------------------------------------------------------------------- tokenize
+
+def test_tokenize_flags_exactly_the_texts_that_were_cut(tokenizer):
+    n = 12
+    exact = " ".join(["the"] * (n - 2))  # [CLS] + 10 x 'the' + [SEP] = 12 ids, nothing cut
+    longer = exact + " the"
+    tok = tokenize(tokenizer, [exact, longer, "great", longer + " film"], max_length=n)
+    assert [len(x) for x in tok.ids] == [n, n, 3, n]
+    assert tok.truncated.dtype == bool
+    assert tok.truncated.tolist() == [False, True, False, True]
+    assert tok.ids[0] == tok.ids[1]  # the cut text keeps its first tokens, ending in [SEP]
+    assert tok.ids[0][0] == tokenizer.cls_token_id and tok.ids[0][-1] == tokenizer.sep_token_id
+
+
+class _NoEncodings:
+    """A tokenizer without the fast tokenizers' `encodings` (as slow / Python-backend tokenizers are)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __call__(self, texts, **kwargs):
+        return {"input_ids": self.inner(texts, **kwargs)["input_ids"]}
+
+
+def test_tokenize_flags_are_exact_without_fast_encodings(tokenizer):
+    n = 12
+    exact = " ".join(["the"] * (n - 2))
+    tok = tokenize(_NoEncodings(tokenizer), [exact, exact + " the", "great"], max_length=n)
+    assert [len(x) for x in tok.ids] == [n, n, 3]
+    assert tok.truncated.tolist() == [False, True, False]
+
+
+# --------------------------------------------------------------------------- the backbone pass
+
+@pytest.fixture(scope="module")
+def distilbert(tiny_models):
+    return load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH, device="cpu"),
+                             ["neg", "pos"], seed=0)
+
+
+def _extract(loaded, texts, **cfg):
+    cfg.setdefault("no_cache", True)
+    return extract_features(loaded.model, loaded.spec, loaded.tokenizer, texts, max_length=MAX_LENGTH,
+                            cfg=FeatureConfig(**cfg), identity=loaded.identity, dtype=None)
+
+
+def test_budget_batching_returns_features_in_original_order(distilbert):
+    features, stats = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4)
+    one_by_one = torch.cat([_extract(distilbert, [t])[0] for t in TEXTS])
+    assert features.shape == (len(TEXTS), 32) and features.dtype == torch.float32
+    assert torch.allclose(features, one_by_one, atol=1e-5, rtol=0)
+    # rows really differ, so a mix-up of the order could not pass unnoticed
+    assert min(torch.dist(features[i], features[j]) for i in range(len(TEXTS)) for j in range(i)) > 1e-4
+
+    tok = tokenize(distilbert.tokenizer, TEXTS, MAX_LENGTH)
+    lengths = [len(x) for x in tok.ids]
+    assert stats.texts == len(TEXTS)
+    assert stats.real_tokens == sum(lengths)
+    assert stats.truncated == 1 == int(tok.truncated.sum())
+    assert stats.computed_shards == math.ceil(len(TEXTS) / 4) and stats.cached_shards == 0
+    # sorted shards of 4, batches within the budget: padding is what each batch's longest row adds
+    order = length_order(np.array(lengths))
+    expected_padded = 0
+    for s in range(0, len(TEXTS), 4):
+        shard = np.array(lengths)[order[s:s + 4]]
+        for a, b in plan_batches(shard, 64):
+            expected_padded += (b - a) * int(shard[a])
+    assert stats.padded_tokens == expected_padded
+
+
+def test_budget_size_does_not_change_features(distilbert):
+    small, _ = _extract(distilbert, TEXTS, max_tokens_per_batch=1)  # every text alone
+    large, _ = _extract(distilbert, TEXTS, max_tokens_per_batch=100_000, shard_size=100)  # one batch
+    assert torch.allclose(small, large, atol=1e-5, rtol=0)

@@ -1,0 +1,112 @@
+"""heads: the head-only path (cached features + the model's own head) equals the full model's forward."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from headtune import heads
+from headtune.config import FeatureConfig, ModelConfig
+from headtune.features import extract_features
+from headtune.heads import HEADS, head_parameters, head_spec, set_head_training
+from headtune.modeling import load_for_training
+
+MAX_LENGTH = 40
+TEXTS = [
+    "great",
+    "the movie was awful and the plot was a mess",
+    "a wonderful film with a brilliant script , superb music and a moving ending , really quite delightful",
+    "the director and the actor made a boring , dull and dreadful story " * 3,  # longer than MAX_LENGTH
+    "the camera was very good",
+    "mess",
+]
+
+
+def load(path, labels=("neg", "pos"), seed=0):
+    return load_for_training(ModelConfig(model=str(path), max_length=MAX_LENGTH, device="cpu"), list(labels), seed)
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "bert", "roberta"])
+def test_head_on_cached_features_equals_full_model_logits(arch, tiny_models):
+    loaded = load(tiny_models[arch], labels=("a", "b", "c"))
+    model, spec = loaded.model, loaded.spec
+    assert spec is HEADS[arch] and spec.cached
+    with torch.no_grad():  # a random head of realistic scale, so logits differ clearly between texts
+        for p in head_parameters(model, spec):
+            p.normal_(0, 0.5)
+
+    features, _ = extract_features(model, spec, loaded.tokenizer, TEXTS, max_length=MAX_LENGTH,
+                                   cfg=FeatureConfig(no_cache=True, max_tokens_per_batch=50, shard_size=4),
+                                   identity=loaded.identity, dtype=None)
+    set_head_training(model, spec, False)
+    with torch.no_grad():
+        head_logits = spec.logits(model, features)
+
+        model.eval()
+        enc = loaded.tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
+        assert enc["attention_mask"].sum(1).tolist()[3] == MAX_LENGTH  # the long text is cut like in the pass
+        full_logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+
+    assert head_logits.dtype == full_logits.dtype == torch.float32
+    assert head_logits.shape == full_logits.shape == (len(TEXTS), 3)
+    assert torch.allclose(head_logits, full_logits, atol=1e-5, rtol=0)
+    assert (full_logits.max(0).values - full_logits.min(0).values).min() > 1e-3  # not a constant output
+
+
+def test_set_head_training_keeps_backbone_in_eval(tiny_models):
+    loaded = load(tiny_models["distilbert"])
+    model, spec = loaded.model, loaded.spec
+    set_head_training(model, spec, True)
+    head = {m for name in spec.modules for m in getattr(model, name).modules()}
+    for module in model.modules():
+        assert module.training == (module in head), module
+    assert model.dropout.training and not model.distilbert.training
+    set_head_training(model, spec, False)
+    assert not any(m.training for m in model.modules())
+
+
+def test_registered_spec_ignores_new_keys():
+    model = SimpleNamespace(config=SimpleNamespace(model_type="bert"))
+    assert head_spec(model, {"something.weight"}) is HEADS["bert"]
+    assert HEADS["bert"].point == "pooler_output" and HEADS["bert"].modules == ("dropout", "classifier")
+
+
+def test_unregistered_type_falls_back_to_modules_from_new_keys():
+    model = SimpleNamespace(config=SimpleNamespace(model_type="no-such-arch"))
+    spec = head_spec(model, {"score.weight", "score.bias", "pre_score.dense.weight", "pre_score.dense.bias"})
+    assert spec.cached is False
+    assert spec.features is None and spec.logits is None
+    assert spec.point == "full-model"
+    assert spec.modules == ("pre_score", "score")
+    assert head_spec(model, set()).modules == ()
+
+
+def test_fallback_for_a_real_model_trains_the_new_modules(tiny_models, monkeypatch, caplog):
+    monkeypatch.setattr(heads, "HEADS", {k: v for k, v in HEADS.items() if k != "distilbert"})
+    monkeypatch.setattr(__import__("logging").getLogger("headtune"), "propagate", True)
+    with caplog.at_level("WARNING", logger="headtune"):
+        loaded = load(tiny_models["distilbert"])
+    spec = loaded.spec
+    assert spec.cached is False
+    assert spec.modules == ("classifier", "pre_classifier")  # what loading left newly initialised
+    trainable = {n for n, p in loaded.model.named_parameters() if p.requires_grad}
+    assert trainable == {"pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"}
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("headtune")]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "\n" not in message and "'distilbert'" in message and "classifier, pre_classifier" in message
+
+
+def test_head_parameters_are_exactly_the_head_modules():
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Linear(3, 3)
+            self.dropout = nn.Dropout(0.1)
+            self.classifier = nn.Linear(3, 2)
+
+    toy = Toy()
+    spec = heads.HeadSpec("x", ("dropout", "classifier"), None, None)
+    assert [id(p) for p in head_parameters(toy, spec)] == [id(toy.classifier.weight), id(toy.classifier.bias)]

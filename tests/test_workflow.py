@@ -1,0 +1,179 @@
+"""`headtune.train` end to end: artifacts, a checkpoint transformers loads as is, predict, labels, the fallback."""
+from __future__ import annotations
+
+import json
+import logging
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from sklearn.metrics import f1_score
+from transformers import AutoModel, ElectraConfig, pipeline
+
+import headtune
+from headtune.errors import HeadtuneError
+
+MAX_LENGTH = 32
+TEXTS = ["a great and moving film", "awful , boring and dull", "the movie", "superb"]
+
+
+@pytest.fixture(autouse=True)
+def _propagate(monkeypatch):
+    # the CLI (when another test ran it) stops headtune's records at its own handler; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("headtune"), "propagate", True)
+
+
+def train(tmp_path, dataset, model, **settings):
+    settings = {"max_length": MAX_LENGTH, "device": "cpu", "epochs": 2, "cache_dir": str(tmp_path / "cache"),
+                "output_dir": str(tmp_path / "out"), **settings}
+    return headtune.train(dataset=str(dataset), model=str(model), **settings)
+
+
+@pytest.fixture(scope="module")
+def binary_run(tiny_models, sentiment_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("binary-run")
+    return train(tmp, sentiment_dir, tiny_models["distilbert"]), tmp / "out"
+
+
+# --------------------------------------------------------------------------- artifacts
+
+def test_all_artifacts_are_written(binary_run):
+    metrics, out = binary_run
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["images/BAR_CHART.png", "images/LINE_CHART.png", "metrics.json", "model/config.json",
+                     "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"]
+    for chart in ("BAR_CHART.png", "LINE_CHART.png"):
+        with Image.open(out / "images" / chart) as image:
+            image.verify()
+            assert image.format == "PNG"
+    assert not [p for p in out.parent.rglob("*") if p.suffix in (".bin", ".pkl", ".pickle", ".pt", ".pth")]
+
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    assert config["label2id"] == {"neg": 0, "pos": 1}
+    assert config["architectures"] == ["DistilBertForSequenceClassification"]
+
+
+def test_metrics_json(binary_run):
+    metrics, out = binary_run
+    saved = json.loads((out / "metrics.json").read_text())
+    assert {"before", "after", "history", "config", "timings_s", "labels", "backbone_pass",
+            "parameters"} <= set(saved)
+    # what is returned is what was saved, plus the time the save took
+    assert set(metrics["timings_s"]) - set(saved["timings_s"]) == {"total_with_save"}
+    assert {k: v for k, v in metrics.items() if k != "timings_s"} == {k: v for k, v in saved.items()
+                                                                      if k != "timings_s"}
+    assert [h["epoch"] for h in saved["history"]] == [0, 1, 2]
+    assert saved["before"] == {k: saved["history"][0][k] for k in ("accuracy", "f1")}
+    assert saved["after"] == {k: saved["history"][-1][k] for k in ("accuracy", "f1")}
+    assert saved["labels"] == ["neg", "pos"] and saved["f1_average"].startswith("binary")
+    assert saved["config"]["train"]["epochs"] == 2 and saved["config"]["model"]["max_length"] == MAX_LENGTH
+    assert saved["data"]["train"] == 400 and saved["data"]["test"] == 200
+    assert all(isinstance(v, float) and v >= 0 for v in saved["timings_s"].values())
+
+
+def test_saved_model_works_with_transformers_pipeline_and_predict(binary_run):
+    _, out = binary_run
+    model_dir = str(out / "model")
+    predictions = headtune.predict(TEXTS, model=model_dir, device="cpu")
+    classifier = pipeline("text-classification", model=model_dir, top_k=None, device="cpu")
+    for text, pred, scores in zip(TEXTS, predictions, classifier(TEXTS)):
+        assert list(pred) == ["text", "neg_prob", "pos_prob", "label"]
+        assert pred["text"] == text
+        assert all(type(pred[k]) is float for k in ("neg_prob", "pos_prob"))
+        assert pred["neg_prob"] + pred["pos_prob"] == pytest.approx(1.0, abs=1e-6)
+        assert pred["label"] == ("pos" if pred["pos_prob"] > pred["neg_prob"] else "neg")
+        by_label = {s["label"]: s["score"] for s in scores}
+        assert set(by_label) == {"neg", "pos"}
+        assert by_label["neg"] == pytest.approx(pred["neg_prob"], abs=1e-5)
+        assert by_label["pos"] == pytest.approx(pred["pos_prob"], abs=1e-5)
+    assert json.loads(json.dumps(predictions)) == predictions
+
+
+def test_existing_model_is_not_overwritten_unasked(binary_run, sentiment_dir, tiny_models):
+    _, out = binary_run
+    before = (out / "model" / "model.safetensors").read_bytes()
+    with pytest.raises(HeadtuneError, match="--overwrite"):
+        headtune.train(dataset=str(sentiment_dir), model=str(tiny_models["distilbert"]), output_dir=str(out),
+                       max_length=MAX_LENGTH, device="cpu")
+    assert (out / "model" / "model.safetensors").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- string labels, 3 classes
+
+def three_class_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = random.Random(seed)
+    words = {"good": ["great", "superb", "wonderful"], "bad": ["awful", "dull", "mess"],
+             "meh": ["quite", "okay", "fine"]}
+    rows = []
+    for i in range(n):
+        label = ["good", "bad", "meh"][i % 3]
+        text = rng.choices(["the", "movie", "plot", "was", "a", "film"], k=4) + rng.choices(words[label], k=2)
+        rng.shuffle(text)
+        rows.append({"review": " ".join(text), "sentiment": label})
+    return pd.DataFrame(rows)
+
+
+def test_three_string_labels_end_to_end(tiny_models, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    three_class_frame(90, seed=1).to_csv(data / "train.csv", index=False)
+    test = three_class_frame(30, seed=2)
+    test.to_csv(data / "test.csv", index=False)
+
+    metrics = train(tmp_path, data, tiny_models["bert"], text_column="review", label_column="sentiment")
+    assert metrics["labels"] == ["bad", "good", "meh"]  # sorted string values
+    assert metrics["f1_average"] == "macro"
+    model_dir = tmp_path / "out" / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
+
+    predictions = headtune.predict(test.review.tolist(), model=str(model_dir), device="cpu")
+    assert all(list(p) == ["text", "bad_prob", "good_prob", "meh_prob", "label"] for p in predictions)
+    # the saved model predicts what the head-only evaluation measured: same accuracy, same macro F1
+    names = ["bad", "good", "meh"]
+    labels = np.array([names.index(s) for s in test.sentiment])
+    preds = np.array([names.index(p["label"]) for p in predictions])
+    assert metrics["after"]["accuracy"] == pytest.approx(float((preds == labels).mean()), abs=1e-12)
+    assert metrics["after"]["f1"] == pytest.approx(f1_score(labels, preds, average="macro", labels=[0, 1, 2],
+                                                            zero_division=0.0), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- an architecture without a mapping
+
+@pytest.fixture(scope="module")
+def tiny_electra(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("electra") / "electra"
+    torch.manual_seed(0)
+    config = ElectraConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_unmapped_architecture_falls_back_and_still_yields_a_checkpoint(tiny_electra, sentiment_dir, tmp_path,
+                                                                       caplog):
+    with caplog.at_level(logging.WARNING):
+        metrics = train(tmp_path, sentiment_dir, tiny_electra, train_size=48, test_size=24, epochs=1)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "'electra'" in message and "classifier" in message and "\n" not in message
+
+    params = metrics["parameters"]
+    assert params["cached_features"] is False and params["head_modules"] == ["classifier"]
+    assert params["feature_point"] == "full-model"
+    assert params["trainable"] == (32 * 32 + 32) + (32 * 2 + 2)  # classifier.dense + classifier.out_proj
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1]
+    assert not (tmp_path / "cache").exists()  # nothing cached on this path
+
+    saved = load_file(tmp_path / "out" / "model" / "model.safetensors")
+    for key, tensor in load_file(tiny_electra / "model.safetensors").items():
+        assert torch.equal(saved[f"electra.{key}"], tensor), key  # the backbone is untouched
+    predictions = headtune.predict(TEXTS, model=str(tmp_path / "out" / "model"), device="cpu")
+    assert [list(p) for p in predictions] == [["text", "neg_prob", "pos_prob", "label"]] * len(TEXTS)
