@@ -40,6 +40,9 @@ from headtune.metrics import classification_metrics
 from headtune.modeling import freeze_backbone
 
 SYSTEMS = ("seed-style", "encode+sklearn", "headtune-cold", "headtune-warm", "floor")
+# Systems timed as a fresh interpreter, as `headtune train` is: interpreter start, imports, reading the data
+# and loading the model count for every end-to-end system alike. Only the floor is timed in-process.
+IN_CHILD = ("seed-style", "encode+sklearn")
 ACCURACY_SLACK = 0.01  # "within 1 point": headtune may be at most one percentage point less accurate
 
 
@@ -105,6 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--floor-repeats", type=int, default=1,
                         help="Time the floor's pass this many times and keep the fastest (on a shared machine).")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--child", choices=IN_CHILD, help=argparse.SUPPRESS)  # internal: one system, see run_in_child
+    parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.systems = parse_systems(parser, args.systems)
     return args
@@ -468,13 +473,13 @@ def bar_chart(results: dict[str, Result], title: str, path: Path) -> None:
 
 # --------------------------------------------------------------------------- main
 
-def run_systems(s: Settings, splits: Splits, systems: list[str], plans: dict[str, SplitPlan] | None
-                ) -> dict[str, Result]:
+def run_systems(s: Settings, splits: Splits, systems: list[str], plans: dict[str, SplitPlan] | None,
+                argv: list[str]) -> dict[str, Result]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="headtune-bench-") as tmp:
         work = Path(tmp)
-        runners = {"seed-style": lambda: run_seed_style(s, splits, work),
-                   "encode+sklearn": lambda: run_encode_sklearn(s, splits),
+        runners = {"seed-style": lambda: run_in_child("seed-style", argv, work),
+                   "encode+sklearn": lambda: run_in_child("encode+sklearn", argv, work),
                    "headtune-cold": lambda: run_headtune(s, splits, work, warm=False),
                    "headtune-warm": lambda: run_headtune(s, splits, work, warm=True),
                    "floor": lambda: run_floor(s, splits, plans)}
@@ -485,6 +490,31 @@ def run_systems(s: Settings, splits: Splits, systems: list[str], plans: dict[str
             results[system].details["load_average_at_start"] = load
             common.log(f"{system}: {results[system].wall_s:.1f} s")
     return results
+
+
+def run_in_child(system: str, argv: list[str], work: Path) -> Result:
+    """Run one system in a fresh interpreter (this script with --child) and time the whole process."""
+    result_path = work / f"{system}.result.json"
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", system,
+               "--child-result", str(result_path)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=dict(os.environ))
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"bench_small_run: {system} failed (exit {done.returncode})")
+    result = Result(**json.loads(result_path.read_text()))
+    result.details["in_process_s"] = result.wall_s  # from model load to the last prediction
+    result.details["command"] = shlex.join(command)
+    result.wall_s = wall
+    return result
+
+
+def run_child(args: argparse.Namespace, s: Settings, splits: Splits) -> int:
+    """--child: run one system here and leave its Result for the parent, which times this process."""
+    work = Path(tempfile.mkdtemp(prefix="headtune-bench-child-"))
+    result = run_seed_style(s, splits, work) if args.child == "seed-style" else run_encode_sklearn(s, splits)
+    args.child_result.write_text(json.dumps(asdict(result)))
+    return 0
 
 
 def plan_headtune_pass(s: Settings, splits: Splits) -> tuple[dict[str, SplitPlan], common.EncoderFlops]:
@@ -522,12 +552,15 @@ def main(argv: list[str] | None = None) -> int:
     splits = load_splits(data_cfg, args.seed)  # the one sample every system sees; headtune draws the same one
     # sizes as drawn (--small-run caps them at a split's size), passed to headtune explicitly
     s = make_settings(args, (len(splits.train.texts), len(splits.test.texts)), device)
+    if args.child:
+        return run_child(args, s, splits)
     check_feature_systems(s, args.systems)
     needs_plan = {"floor", "headtune-cold"} & set(args.systems)
     plans, flops = plan_headtune_pass(s, splits) if needs_plan else (None, None)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    results = run_systems(s, splits, args.systems, plans)
+    child_argv = [a for a in (sys.argv[1:] if argv is None else argv)]
+    results = run_systems(s, splits, args.systems, plans, child_argv)
     targets = check_targets(results)
     rates = throughput(results, plans, flops)
     matches = plan_check(results, plans)
