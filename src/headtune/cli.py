@@ -124,14 +124,26 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # main() may run many times in one process (tests, notebooks): leave the logger as it was found
+    saved = log.handlers[:], log.level, log.propagate
+    try:
+        return _main(argv)
+    finally:
+        log.handlers[:], log.level, log.propagate = saved
+
+
+def _main(argv: list[str] | None) -> int:
+    command, cfg = None, None
     try:
         args = vars(build_parser().parse_args(argv))
         command, debug, quiet = args.pop("command"), args.pop("debug"), args.pop("quiet")
+        if command == "train":
+            cfg = RunConfig.from_flat(**args)  # bad settings stop here, before anything slow is imported
         _configure_logging(debug, quiet)
         if command == "train":
             from .workflow import run
 
-            run(RunConfig.from_flat(**args))
+            run(cfg)
         else:
             from .predict import check_texts, predict
 
@@ -148,8 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"headtune: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("headtune: interrupted; no artifacts were written, and backbone features finished so far are kept "
-              "in the feature cache: rerun the same command to resume", file=sys.stderr)
+        print(f"headtune: {interrupted_message(command, cfg)}", file=sys.stderr)
         return 130
     except Exception as err:  # a bug in headtune, not in the user's input
         if debug_requested(argv):
@@ -158,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"headtune: internal error: {type(err).__name__}: {reason} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def interrupted_message(command: str | None, cfg: RunConfig | None) -> str:
+    """What Ctrl-C left behind and how to go on, in one line."""
+    if command != "train" or cfg is None:
+        return "interrupted; nothing was written"
+    kept = ("nothing is kept (--no-cache): rerun the same command to start again" if cfg.features.no_cache else
+            f"backbone features of the finished cache shards are kept in {cfg.features.cache_dir}: "
+            f"rerun the same command to resume from them")
+    return f"interrupted; nothing was written to {cfg.output.output_dir}, and {kept}"
 
 
 def debug_requested(argv: list[str] | None) -> bool:

@@ -136,7 +136,9 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("lr", self.lr, float)
         _positive("batch_size", self.batch_size)
-        if not isinstance(self.weight_decay, (int, float)) or not self.weight_decay >= 0:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise HeadtuneError(f"--seed must be an integer from 0 to {2**32 - 1} (got {self.seed!r})")
+        if not isinstance(self.weight_decay, (int, float)) or not 0 <= self.weight_decay < math.inf:
             raise HeadtuneError(f"--weight-decay must be 0 or above (got {self.weight_decay!r})")
 
 

@@ -47,6 +47,8 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
                                                      frames["test"][cfg.label_column], names, cfg.label_names)
     splits = {}
     for split, ids, size in zip(SPLITS, (train_ids, test_ids), cfg.sizes):
+        if size is not None and getattr(cfg, f"{split}_size") is None:  # --small-run: at most the whole split
+            size = min(size, len(ids))
         keep = np.arange(len(ids)) if size is None else sample_stratified(ids, size, seed, split)
         texts = frames[split][cfg.text_column].tolist()
         splits[split] = Split([texts[i] for i in keep], ids[keep])
@@ -89,8 +91,8 @@ def read_local(path: Path, cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], li
     if not path.exists():
         raise HeadtuneError(f"dataset path {path} does not exist; pass a folder with {flag('dataset')}")
     if not path.is_dir():
-        raise HeadtuneError(f"{flag('dataset')} must be a folder holding train and test files, "
-                            f"but {path} is a file")
+        raise HeadtuneError(f"{flag('dataset')} must be a folder holding train and test files, but {path} is a "
+                            f"file; put it in a folder as train{path.suffix} and test{path.suffix}")
     if (path / "train").is_dir() and (path / "test").is_dir():
         return {s: read_text_folder(path / s, cfg) for s in SPLITS}, None
     return {s: read_table(find_split_files(path, s), s, cfg) for s in SPLITS}, None
@@ -121,20 +123,24 @@ def read_table(files: list[Path], split: str, cfg: DataConfig) -> pd.DataFrame:
     frames = [read_file(f, cfg) for f in files]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if len(frame) == 0:
-        raise HeadtuneError(f"the {split} split ({files[0]}) has no rows")
+        raise HeadtuneError(f"the {split} split ({files[0]}) has no rows; it needs rows with "
+                            f"'{cfg.text_column}' and '{cfg.label_column}' columns")
     return frame
 
 
 def read_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
     kind = READERS[path.suffix.lower()]
     if path.stat().st_size == 0:
-        raise HeadtuneError(f"{path} is empty")
+        raise HeadtuneError(f"{path} is empty (0 bytes); it must hold rows with '{cfg.text_column}' and "
+                            f"'{cfg.label_column}' columns")
     try:
         if kind == "parquet":
             return pd.read_parquet(path)
         if kind == "csv":
-            # keep_default_na=False: the text "NA" is a review, not a missing value; truly empty cells stay ""
-            return pd.read_csv(path, encoding=cfg.encoding, keep_default_na=False, na_values=[""])
+            # keep_default_na=False: the text "NA" is a review, not a missing value; only empty cells are missing.
+            # dtype=str: a text such as "10" or "1e5" stays a text instead of becoming a number.
+            return pd.read_csv(path, encoding=cfg.encoding, keep_default_na=False, na_values=[""],
+                               dtype={cfg.text_column: str})
         return pd.read_json(path, lines=True, encoding=cfg.encoding, dtype=False)
     except UnicodeDecodeError as err:
         raise HeadtuneError(f"{path} is not valid {cfg.encoding} text (byte {err.object[err.start]:#04x} at "
@@ -164,14 +170,26 @@ def read_text_folder(folder: Path, cfg: DataConfig) -> pd.DataFrame:
 # --------------------------------------------------------------------------- validation
 
 def _rows(mask: np.ndarray) -> str:
+    """'rows 3, 17 (counting from 0)': the first SHOWN_ROWS rows of the split's table that the mask marks."""
     rows = np.flatnonzero(mask)
     shown = ", ".join(str(r) for r in rows[:SHOWN_ROWS])
-    return shown + (", ..." if len(rows) > SHOWN_ROWS else "")
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > SHOWN_ROWS else ''} " \
+           f"(counting from 0)"
+
+
+def _valid_text(text) -> bool:
+    if not isinstance(text, str) or not text.strip():
+        return False
+    try:
+        text.encode("utf-8")  # a lone surrogate cannot be tokenized
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def invalid_texts(texts: pd.Series) -> np.ndarray:
-    """Mask of texts that are null, not strings, empty or whitespace only."""
-    return np.array([not (isinstance(t, str) and t.strip()) for t in texts], dtype=bool)
+    """Mask of texts that are null, not strings, empty, whitespace only, or not valid Unicode."""
+    return np.array([not _valid_text(t) for t in texts], dtype=bool)
 
 
 def missing_labels(labels: pd.Series) -> np.ndarray:
@@ -181,6 +199,8 @@ def missing_labels(labels: pd.Series) -> np.ndarray:
 
 def clean_split(frame: pd.DataFrame, split: str, cfg: DataConfig) -> tuple[pd.DataFrame, int]:
     """Check columns, texts and labels of one split; drop or refuse invalid rows. Returns (frame, dropped)."""
+    if len(frame) == 0:
+        raise HeadtuneError(f"the {split} split has no rows")
     for column, option in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
         if column not in frame.columns:
             raise HeadtuneError(f"column '{column}' not found in the {split} split; its columns are: "
@@ -190,18 +210,25 @@ def clean_split(frame: pd.DataFrame, split: str, cfg: DataConfig) -> tuple[pd.Da
     bad = bad_text | bad_label
     if bad.any() and not cfg.drop_invalid:
         if bad_text.any():
-            raise HeadtuneError(f"the {split} split has {bad_text.sum():,} invalid texts (empty, whitespace only, "
-                                f"null or not a string) at rows {_rows(bad_text)}; fix them or pass "
-                                f"{flag('drop_invalid')}")
-        raise HeadtuneError(f"the {split} split has {bad_label.sum():,} missing labels (null or NaN) at rows "
-                            f"{_rows(bad_label)}; fix them or pass {flag('drop_invalid')}")
+            raise HeadtuneError(f"the {split} split has {bad_text.sum():,} invalid text{_s(bad_text.sum())} "
+                                f"(empty, whitespace only, null, not a string or not valid Unicode) at "
+                                f"{_rows(bad_text)}; "
+                                f"fix them or pass {flag('drop_invalid')} to drop them")
+        raise HeadtuneError(f"the {split} split has {bad_label.sum():,} missing label{_s(bad_label.sum())} "
+                            f"(null or NaN) at {_rows(bad_label)}; fix them or pass {flag('drop_invalid')} "
+                            f"to drop them")
     if bad.any():
         log.warning("dropped %d invalid rows from the %s split (%d bad texts, %d missing labels)",
                     bad.sum(), split, bad_text.sum(), bad_label.sum())
         frame = frame.loc[~bad].reset_index(drop=True)
     if len(frame) == 0:
-        raise HeadtuneError(f"the {split} split has no valid rows left")
+        raise HeadtuneError(f"the {split} split has no valid rows left after {flag('drop_invalid')} dropped all "
+                            f"{int(bad.sum()):,}")
     return frame, int(bad.sum())
+
+
+def _s(count) -> str:
+    return "" if count == 1 else "s"
 
 
 # --------------------------------------------------------------------------- labels
@@ -252,19 +279,20 @@ def encode_labels(train: pd.Series, test: pd.Series, source_names: list[str] | N
     present = np.unique(train_ids)
     if len(present) < 2:
         raise HeadtuneError(f"the train split has only one label ('{names[present[0]]}'); "
-                            f"a classifier needs at least two")
+                            f"a classifier needs at least two: add examples of another label")
     unseen = sorted(set(np.unique(test_ids).tolist()) - set(present.tolist()))
     if unseen:
-        raise HeadtuneError(f"test label '{names[unseen[0]]}' never occurs in the train split; "
-                            f"the head cannot learn it")
+        raise HeadtuneError(f"test label '{names[unseen[0]]}' never occurs in the train split, so the head cannot "
+                            f"learn it; add examples of it to the train split or remove it from the test split")
     return train_ids, test_ids, list(names)
 
 
 def _lookup(values: list, lookup: dict) -> np.ndarray:
     unknown = [v for v in values if v not in lookup]
     if unknown:
-        raise HeadtuneError(f"test label '{unknown[0]}' never occurs in the train split "
-                            f"({len(unknown):,} test rows); the head cannot learn it")
+        raise HeadtuneError(f"test label '{unknown[0]}' never occurs in the train split ({len(unknown):,} test "
+                            f"row{'s' if len(unknown) != 1 else ''}), so the head cannot learn it; add examples of "
+                            f"it to the train split or remove it from the test split")
     return np.array([lookup[v] for v in values], dtype=np.int64)
 
 
@@ -274,7 +302,8 @@ def sample_stratified(labels: np.ndarray, n: int, seed: int, split: str) -> np.n
     """Indices (sorted) of a seeded sample of `n` rows whose label shares match the split's."""
     total = len(labels)
     if n > total:
-        raise HeadtuneError(f"{flag(split + '_size')} {n:,} is larger than the {split} split ({total:,} rows)")
+        raise HeadtuneError(f"{flag(split + '_size')} {n:,} is larger than the {split} split, which has "
+                            f"{total:,} rows; pass {flag(split + '_size')} {total} or less")
     if n == total:
         return np.arange(total)
     rng = np.random.default_rng(seed)

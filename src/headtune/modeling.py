@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# Any one of these makes a tokenizer; without them transformers builds an empty one that maps every word to [UNK].
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "sentencepiece.model")
 ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions start after padding_idx
 
 
@@ -37,10 +40,12 @@ class LoadedModel:
 
 def _check_local_folder(path: Path, allow_pickle: bool, what: str = "model") -> None:
     if not path.is_dir():
-        raise HeadtuneError(f"{what} folder {path} does not exist" if not path.exists()
-                            else f"{what} path {path} is a file; pass a model folder")
+        raise HeadtuneError(f"{what} folder {path} does not exist; pass an existing folder with {flag('model')}"
+                            if not path.exists() else f"{what} path {path} is a file; pass a model folder")
     if not (path / "config.json").is_file():
-        raise HeadtuneError(f"{path} is not a model folder: it has no config.json")
+        hint = (f"; did you mean {path / 'model'}?" if (path / "model" / "config.json").is_file()
+                else "; pass the folder that holds config.json, the weights and the tokenizer")
+        raise HeadtuneError(f"{path} is not a model folder: it has no config.json{hint}")
     if not any((path / f).is_file() for f in SAFE_WEIGHTS):
         if any((path / f).is_file() for f in PICKLE_WEIGHTS):
             if not allow_pickle:
@@ -48,7 +53,11 @@ def _check_local_folder(path: Path, allow_pickle: bool, what: str = "model") -> 
                                     f"loaded; convert them to safetensors or pass {flag('allow_pickle')} if you "
                                     f"trust the file")
         else:
-            raise HeadtuneError(f"{path} has no model weights (model.safetensors)")
+            raise HeadtuneError(f"{path} has no model weights: expected model.safetensors (save the model with "
+                                f"save_pretrained(..., safe_serialization=True))")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise HeadtuneError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt, ...); save the tokenizer "
+                            f"into the model folder with tokenizer.save_pretrained({str(path)!r})")
 
 
 def _load(cls, name: str, cfg: ModelConfig, **kwargs):
@@ -59,29 +68,57 @@ def _load(cls, name: str, cfg: ModelConfig, **kwargs):
         kwargs["local_files_only"] = True  # the HF cache may hold it; skip 45 s of network retries
     try:
         return cls.from_pretrained(str(Path(name).expanduser()) if local else name, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError, KeyError) as err:  # KeyError: an unknown model_type in config.json
         if kwargs.get("local_files_only") and not local:
             raise HeadtuneError(hub.offline_message("model", name)) from err
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "trust_remote_code" in reason:
-            reason = f"it needs custom code from the Hub; pass {flag('trust_remote_code')} if you trust it"
-        raise HeadtuneError(f"cannot load {cls.__name__.replace('Auto', '').lower()} from '{name}': {reason}") from err
+        text = str(err).strip()
+        reason = text.splitlines()[0] if text else type(err).__name__
+        if "trust_remote_code" in text or "custom code" in text:
+            reason = (f"it needs its own Python code to load, which headtune does not run by default; "
+                      f"pass {flag('trust_remote_code')} if you trust that code")
+        what = {"AutoTokenizer": "tokenizer", "AutoConfig": "config"}.get(cls.__name__, "model")
+        raise HeadtuneError(f"cannot load the {what} from '{name}': {reason}") from err
 
 
 def load_tokenizer(name: str, cfg: ModelConfig):
     from transformers import AutoTokenizer
 
-    return _load(AutoTokenizer, name, cfg)
+    tokenizer = _load(AutoTokenizer, name, cfg)
+    vocab = tokenizer.get_vocab()
+    if len(vocab) <= len(set(tokenizer.all_special_tokens)):  # an empty tokenizer: every word would be [UNK]
+        raise HeadtuneError(f"the tokenizer of '{name}' has no vocabulary (only special tokens); save the model's "
+                            f"tokenizer into the folder with tokenizer.save_pretrained(...)")
+    return tokenizer
 
 
-def max_positions(model: nn.Module, tokenizer) -> int:
+def max_positions(model_or_config, tokenizer) -> int:
+    """The longest input, in tokens, that both the tokenizer and the model's position embeddings accept."""
+    config = getattr(model_or_config, "config", model_or_config)
     limits = []
     if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
         limits.append(tokenizer.model_max_length)
-    positions = getattr(model.config, "max_position_embeddings", None)
+    positions = getattr(config, "max_position_embeddings", None)
     if positions:
-        limits.append(positions - 2 if model.config.model_type in ROBERTA_LIKE else positions)
+        limits.append(positions - 2 if config.model_type in ROBERTA_LIKE else positions)
     return min(limits) if limits else 512
+
+
+def check_max_length(max_length: int, limit: int) -> None:
+    if max_length > limit:
+        raise HeadtuneError(f"{flag('max_length')} {max_length} is above this model's limit of {limit} tokens; "
+                            f"pass {flag('max_length')} {limit} or less")
+
+
+def check_model(cfg: ModelConfig) -> None:
+    """Everything about --model that can be checked cheaply (folder, weights, tokenizer, config, --max-length),
+    so a bad model stops the run before the data is read or any weights are loaded."""
+    from transformers import AutoConfig
+
+    if hub.looks_local(cfg.model):
+        _check_local_folder(Path(cfg.model).expanduser(), cfg.allow_pickle)
+    tokenizer = load_tokenizer(cfg.model, cfg)
+    config = _load(AutoConfig, cfg.model, cfg)
+    check_max_length(cfg.max_length, max_positions(config, tokenizer))
 
 
 def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int) -> LoadedModel:
@@ -111,8 +148,7 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int) -> Lo
         log.warning("no cached-feature head mapping for model type '%s': the full frozen model runs every epoch "
                     "(slower); head modules: %s", model.config.model_type, ", ".join(spec.modules))
     limit = max_positions(model, tokenizer)
-    if cfg.max_length > limit:
-        raise HeadtuneError(f"{flag('max_length')} {cfg.max_length} is above this model's limit of {limit} tokens")
+    check_max_length(cfg.max_length, limit)
     trainable, frozen = freeze_backbone(model, spec)
     log.info("model %s (%s): %s trainable head parameters (%s), %s frozen", cfg.model, model.config.model_type,
              f"{trainable:,}", "+".join(spec.modules), f"{frozen:,}")

@@ -7,21 +7,30 @@ import torch
 from .config import PredictConfig
 from .errors import HeadtuneError
 from .features import collate, length_order, resolve_device, tokenize
-from .modeling import load_classifier, max_positions
+from .modeling import check_max_length, load_classifier, max_positions
 
 
 def check_texts(texts, source: str = "text") -> list[str]:
-    """Refuse what cannot be classified: no texts, non-strings, empty or whitespace-only texts."""
+    """Refuse what cannot be classified: no texts, non-strings, empty or whitespace-only texts, and
+    strings that are not valid Unicode (lone surrogates, e.g. from command-line bytes that are not UTF-8)."""
     if isinstance(texts, str):
         texts = [texts]
-    texts = list(texts)
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise HeadtuneError(f"texts must be a list of strings (got {type(texts).__name__})") from None
     if not texts:
         raise HeadtuneError("no texts to predict; pass texts as arguments, --file FILE, or - to read stdin")
     for i, text in enumerate(texts, start=1):
         if not isinstance(text, str):
             raise HeadtuneError(f"{source} {i} is not a string ({type(text).__name__})")
         if not text.strip():
-            raise HeadtuneError(f"{source} {i} is empty; every {source} must hold a text")
+            raise HeadtuneError(f"{source} {i} is empty or whitespace only; every {source} must hold a text")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise HeadtuneError(f"{source} {i} is not valid Unicode (character {err.start + 1} is a lone surrogate "
+                                f"{ord(text[err.start]):#06x}); pass UTF-8 text") from None
     return texts
 
 
@@ -31,8 +40,8 @@ def predict(texts, model: str = PredictConfig.model, **settings) -> list[dict]:
     texts = check_texts(texts)
     clf, tokenizer = load_classifier(cfg.model, resolve_device(cfg.device), cfg.allow_pickle)
     limit = max_positions(clf, tokenizer)
-    if cfg.max_length is not None and cfg.max_length > limit:
-        raise HeadtuneError(f"--max-length {cfg.max_length} is above this model's limit of {limit} tokens")
+    if cfg.max_length is not None:
+        check_max_length(cfg.max_length, limit)
     probs = class_probabilities(clf, tokenizer, texts, cfg.max_length or limit, cfg.batch_size)
     names = [clf.config.id2label[i] for i in range(clf.config.num_labels)]
     return [{"text": text, **{f"{name}_prob": float(p) for name, p in zip(names, row)}, "label": names[int(row.argmax())]}

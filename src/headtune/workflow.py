@@ -11,7 +11,7 @@ from . import __version__
 from .config import RunConfig
 from .data import load_splits
 from .features import autocast_dtype, extract_features, resolve_device, tokenize
-from .modeling import freeze_backbone, load_for_training
+from .modeling import check_model, freeze_backbone, load_for_training
 from .report import check_output_dir, write_artifacts
 from .train import CachedInputs, EpochResult, FullModelInputs, train_head
 
@@ -22,6 +22,7 @@ def run(cfg: RunConfig) -> dict:
     """Train the head as `cfg` says, write the artifacts, and return the metrics (as in metrics.json)."""
     clock = {"start": time.perf_counter()}
     check_output_dir(cfg.output.output_dir, cfg.output.overwrite)  # before any slow work
+    check_model(cfg.model)  # folder, weights, tokenizer, --max-length: before the data is read
 
     splits = load_splits(cfg.data, cfg.train.seed)
     log.info("data %s: %s train / %s test texts, labels: %s", cfg.data.dataset, f"{len(splits.train.texts):,}",
