@@ -10,7 +10,7 @@ from headtune.config import ModelConfig
 from headtune.errors import HeadtuneError
 from headtune.modeling import load_for_training
 from headtune.report import BAR_CHART, LINE_CHART, bar_chart, check_output_dir, line_chart, write_artifacts
-from headtune.train import EpochResult, History
+from headtune.training import EpochResult, History
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

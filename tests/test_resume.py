@@ -115,21 +115,23 @@ def test_sigkill_mid_extraction_then_rerun_resumes_with_identical_features(tmp_p
            [(r["accuracy"], r["f1"], r["train_loss"]) for r in fresh["history"]]
 
 
-def test_ctrl_c_mid_extraction_exits_130_keeps_shards_and_resumes(tmp_path, tiny_models, data_dir, capsys,
-                                                                  monkeypatch):
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "kill"])
+def test_interrupt_mid_extraction_exits_keeps_shards_and_resumes(tmp_path, tiny_models, data_dir, capsys,
+                                                                 monkeypatch, signum, exit_code):
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = train_argv(tiny_models["distilbert"], data_dir, out, cache)
     real_backbone = headtune.features.run_backbone
 
     def backbone_then_ctrl_c(*args, **kwargs):
         if len(shard_files(cache)) >= SHARDS_BEFORE_STOP:
-            signal.raise_signal(signal.SIGINT)  # what Ctrl-C sends; Python's own handler turns it into KeyboardInterrupt
+            signal.raise_signal(signum)  # a real signal: what Ctrl-C (SIGINT) or `kill` (SIGTERM) sends
         return real_backbone(*args, **kwargs)
 
     monkeypatch.setattr(headtune.features, "run_backbone", backbone_then_ctrl_c)
     code = cli.main(argv + ["--quiet"])
     err = capsys.readouterr().err
-    assert code == 130
+    assert code == exit_code
     lines = err.splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("headtune: interrupted")
@@ -178,12 +180,12 @@ def test_ctrl_c_while_saving_keeps_the_previous_artifacts(tmp_path, tiny_models,
 
 
 def test_predict_ctrl_c(tmp_path, capsys, monkeypatch):
-    import headtune.predict
+    import headtune.inference
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(headtune.predict, "load_classifier", interrupted)
+    monkeypatch.setattr(headtune.inference, "load_classifier", interrupted)
     code = cli.main(["predict", "--model", str(tmp_path), "hello"])
     err = capsys.readouterr().err
     assert code == 130 and err == "headtune: interrupted; nothing was written\n"

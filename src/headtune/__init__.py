@@ -1,8 +1,9 @@
-"""headtune: head-only fine-tuning of frozen Transformer encoders, with one cached backbone pass."""
-from __future__ import annotations
+"""headtune: head-only fine-tuning of frozen Transformer encoders, with one cached backbone pass.
 
-import sys
-import types
+The API functions live here; the modules behind them are named differently (`training`,
+`inference`) so that importing a module never shadows `headtune.train` or `headtune.predict`.
+"""
+from __future__ import annotations
 
 __version__ = "0.1.0"
 
@@ -20,31 +21,9 @@ def train(**settings) -> dict:
 
 def predict(texts, model: str = "outputs/imdb_head_only/model", **settings) -> list[dict]:
     """`[{"text": ..., "<label>_prob": ..., "label": ...}, ...]` for each text, from a saved model folder."""
-    from .predict import predict as _predict
+    from .inference import predict as _predict
 
     return _predict(texts, model=model, **settings)
 
-
-_API = {"train": train, "predict": predict}
-
-
-class _ApiModule(types.ModuleType):
-    """A submodule named like an API function (`headtune.train`, `headtune.predict`): calling it calls the function."""
-
-    def __call__(self, *args, **kwargs):
-        return _API[self.__name__.rpartition(".")[2]](*args, **kwargs)
-
-
-class _Package(types.ModuleType):
-    # Importing a submodule sets it as an attribute of the package, which would replace the function of the
-    # same name: `headtune.train(...)` would then fail with "'module' object is not callable". The submodule
-    # is made callable instead, so the name works as both.
-    def __setattr__(self, name, value):
-        if name in _API and type(value) is types.ModuleType:
-            value.__class__ = _ApiModule
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 __all__ = ["__version__", "train", "predict"]

@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import atomic
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the layout or the meaning of a shard changes
@@ -82,32 +84,15 @@ class FeatureCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "key.json"
         if not key_file.exists():
-            _atomic_write(key_file, json.dumps(self.parts, indent=2, sort_keys=True).encode())
+            atomic.write_bytes(key_file, json.dumps(self.parts, indent=2, sort_keys=True).encode())
+        atomic.remove_stale(self.folder, "shard")  # left by a run killed mid-write
         tensors = {name: t.contiguous() for name, t in tensors.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".tmp-shard-")
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=atomic.temp_prefix("shard"))
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata={"sha256": _checksum(tensors)})
-            _fsync(tmp)
+            atomic.fsync_file(tmp)
             os.replace(tmp, self.shard_path(i))
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-
-
-def _fsync(path: str | os.PathLike) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

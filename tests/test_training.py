@@ -11,7 +11,7 @@ import headtune
 from headtune.config import FeatureConfig, ModelConfig, TrainConfig
 from headtune.features import extract_features, tokenize
 from headtune.modeling import load_for_training
-from headtune.train import CachedInputs, FullModelInputs, predict_logits, train_head
+from headtune.training import CachedInputs, FullModelInputs, predict_logits, train_head
 
 MAX_LENGTH = 40
 HEAD = ("pre_classifier", "classifier")

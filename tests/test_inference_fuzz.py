@@ -20,13 +20,13 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import headtune.predict
+import headtune.inference
 from headtune import cli
 from headtune.config import DataConfig
 from headtune.data import encode_labels, invalid_texts, load_splits, sample_stratified
 from headtune.errors import HeadtuneError
 from headtune.modeling import load_classifier
-from headtune.predict import check_texts, class_probabilities
+from headtune.inference import check_texts, class_probabilities
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -122,7 +122,7 @@ def cached_loader(classifier):
     """`headtune predict` loads the model once for the whole module (a patch in the test, not in headtune)."""
     _, clf, tokenizer = classifier
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(headtune.predict, "load_classifier", lambda path, device, allow_pickle=False: (clf, tokenizer))
+        patch.setattr(headtune.inference, "load_classifier", lambda path, device, allow_pickle=False: (clf, tokenizer))
         yield
 
 
