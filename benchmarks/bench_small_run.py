@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--floor-repeats", type=int, default=1,
                         help="Time the floor's pass this many times and keep the fastest (on a shared machine).")
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--keep-headtune-output", type=Path, default=None,
+                        help="Copy headtune cold/warm's output folder (model/, metrics.json, images/) here.")
     parser.add_argument("--child", choices=IN_CHILD, help=argparse.SUPPRESS)  # internal: one system, see run_in_child
     parser.add_argument("--child-result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -297,7 +300,7 @@ def run_headtune(s: Settings, splits: Splits, work: Path, warm: bool) -> Result:
         raise SystemExit(f"bench_small_run: {system} failed (exit {done.returncode}):\n" + "\n".join(tail))
     metrics = json.loads((output_dir / "metrics.json").read_text())
     passes, timings = metrics["backbone_pass"], metrics["timings_s"]
-    # Costs the in-process systems are not timed for, shown so the comparison can be read fairly:
+    # Costs the floor (timed in-process) is not timed for, shown so that ratio can be read fairly:
     # outside headtune's own clock (metrics.json is written before the save finishes, so the save
     # cannot be told apart): interpreter start, imports, saving model/ and charts; and its "data"
     # stage: checking the model folder and reading and sampling the dataset.
@@ -410,12 +413,12 @@ def format_table(results: dict[str, Result]) -> str:
 
 
 def format_fixed_costs(results: dict[str, Result]) -> str:
-    """What headtune's timings include and the in-process systems' do not: read before comparing with them."""
+    """What headtune cold's time includes and the floor's does not: read before comparing with it."""
     cold = results.get("headtune-cold")
     if cold is None:
         return ""
     c = cold.details["costs_in_process_systems_skip"]
-    return (f"headtune cold's time includes {sum(c.values()):.1f} s the in-process systems are not timed for: "
+    return (f"headtune cold's time includes {sum(c.values()):.1f} s the floor is not timed for: "
             f"{c['outside_headtune_clock_s']:.1f} s interpreter start, imports and saving model/, "
             f"{c['data_stage_s']:.1f} s checking the model folder and reading the dataset")
 
@@ -474,7 +477,7 @@ def bar_chart(results: dict[str, Result], title: str, path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 def run_systems(s: Settings, splits: Splits, systems: list[str], plans: dict[str, SplitPlan] | None,
-                argv: list[str]) -> dict[str, Result]:
+                argv: list[str], keep: Path | None = None) -> dict[str, Result]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="headtune-bench-") as tmp:
         work = Path(tmp)
@@ -489,6 +492,8 @@ def run_systems(s: Settings, splits: Splits, systems: list[str], plans: dict[str
             results[system] = runners[system]()
             results[system].details["load_average_at_start"] = load
             common.log(f"{system}: {results[system].wall_s:.1f} s")
+        if keep is not None and (work / "headtune-output").is_dir():
+            shutil.copytree(work / "headtune-output", keep, dirs_exist_ok=True)
     return results
 
 
@@ -560,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     child_argv = [a for a in (sys.argv[1:] if argv is None else argv)]
-    results = run_systems(s, splits, args.systems, plans, child_argv)
+    results = run_systems(s, splits, args.systems, plans, child_argv, args.keep_headtune_output)
     targets = check_targets(results)
     rates = throughput(results, plans, flops)
     matches = plan_check(results, plans)

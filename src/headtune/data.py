@@ -177,19 +177,22 @@ def _rows(mask: np.ndarray) -> str:
            f"(counting from 0)"
 
 
-def _valid_text(text) -> bool:
-    if not isinstance(text, str) or not text.strip():
-        return False
+def text_problem(text) -> str | None:
+    """Why `text` cannot be classified, or None when it can. Shared by training data and predict's input."""
+    if not isinstance(text, str):
+        return f"is not a string ({type(text).__name__})"
+    if not text.strip():
+        return "is empty or whitespace only"
     try:
-        text.encode("utf-8")  # a lone surrogate cannot be tokenized
-    except UnicodeEncodeError:
-        return False
-    return True
+        text.encode("utf-8")  # a lone surrogate (e.g. undecodable command-line bytes) cannot be tokenized
+    except UnicodeEncodeError as err:
+        return f"is not valid Unicode (character {err.start + 1} is a lone surrogate {ord(text[err.start]):#06x})"
+    return None
 
 
 def invalid_texts(texts: pd.Series) -> np.ndarray:
     """Mask of texts that are null, not strings, empty, whitespace only, or not valid Unicode."""
-    return np.array([not _valid_text(t) for t in texts], dtype=bool)
+    return np.array([text_problem(t) is not None for t in texts], dtype=bool)
 
 
 def missing_labels(labels: pd.Series) -> np.ndarray:

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from .config import PredictConfig
+from .data import text_problem
 from .errors import HeadtuneError
 from .features import collate, length_order, resolve_device, tokenize
 from .modeling import check_max_length, load_classifier, max_positions
@@ -22,15 +23,9 @@ def check_texts(texts, source: str = "text") -> list[str]:
     if not texts:
         raise HeadtuneError("no texts to predict; pass texts as arguments, --file FILE, or - to read stdin")
     for i, text in enumerate(texts, start=1):
-        if not isinstance(text, str):
-            raise HeadtuneError(f"{source} {i} is not a string ({type(text).__name__})")
-        if not text.strip():
-            raise HeadtuneError(f"{source} {i} is empty or whitespace only; every {source} must hold a text")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise HeadtuneError(f"{source} {i} is not valid Unicode (character {err.start + 1} is a lone surrogate "
-                                f"{ord(text[err.start]):#06x}); pass UTF-8 text") from None
+        problem = text_problem(text)
+        if problem:
+            raise HeadtuneError(f"{source} {i} {problem}; every {source} must hold UTF-8 text")
     return texts
 
 
