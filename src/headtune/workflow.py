@@ -35,22 +35,9 @@ def run(cfg: RunConfig) -> dict:
     dtype = autocast_dtype(device, cfg.model.precision)
     clock["model"] = time.perf_counter()
 
-    passes = {}
-    if spec.cached:
-        inputs = {}
-        for name, split in (("train", splits.train), ("test", splits.test)):
-            features, stats = extract_features(model, spec, loaded.tokenizer, split.texts,
-                                               max_length=cfg.model.max_length, cfg=cfg.features,
-                                               identity=loaded.identity, dtype=dtype, split=name)
-            inputs[name], passes[name] = CachedInputs(model, spec, features), vars(stats)
-            log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
-                     stats.seconds, stats.cached_shards, stats.computed_shards)
-    else:
-        inputs = {}
-        for name, split in (("train", splits.train), ("test", splits.test)):
-            tok = tokenize(loaded.tokenizer, split.texts, cfg.model.max_length)
-            inputs[name] = FullModelInputs(model, tok.ids, loaded.tokenizer.pad_token_id or 0)
-            passes[name] = {"texts": len(tok.ids), "truncated": int(tok.truncated.sum())}
+    inputs, passes = {}, {}
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        inputs[name], passes[name] = _head_inputs(name, split.texts, model, loaded, cfg, dtype)
     clock["features"] = time.perf_counter()
 
     def on_epoch(r: EpochResult) -> None:
@@ -87,6 +74,20 @@ def run(cfg: RunConfig) -> dict:
     metrics["timings_s"]["total_with_save"] = round(time.perf_counter() - clock["start"], 3)
     _summary(metrics, out, cfg.model.max_length)
     return metrics
+
+
+def _head_inputs(name: str, texts: list[str], model, loaded, cfg: RunConfig, dtype):
+    """What the head trains and is evaluated on: features from the one backbone pass (cached on disk),
+    or, for an architecture without a head mapping, token ids the full frozen model runs on every epoch."""
+    if not loaded.spec.cached:
+        tok = tokenize(loaded.tokenizer, texts, cfg.model.max_length)
+        inputs = FullModelInputs(model, tok.ids, loaded.tokenizer.pad_token_id or 0)
+        return inputs, {"texts": len(tok.ids), "truncated": int(tok.truncated.sum())}
+    features, stats = extract_features(model, loaded.spec, loaded.tokenizer, texts, max_length=cfg.model.max_length,
+                                       cfg=cfg.features, identity=loaded.identity, dtype=dtype, split=name)
+    log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
+             stats.seconds, stats.cached_shards, stats.computed_shards)
+    return CachedInputs(model, loaded.spec, features), vars(stats)
 
 
 def _short_name(name: str) -> str:
