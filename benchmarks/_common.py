@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from headtune.features import collate, length_order, plan_batches, run_backbone  # noqa: E402
+from headtune.features import collate, plan_pass, run_backbone  # noqa: E402
 from headtune.heads import HeadSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,21 +114,12 @@ def write_json(path: Path, data: dict) -> None:
 # --------------------------------------------------------------------------- headtune's backbone pass
 
 def headtune_batches(lengths: np.ndarray, max_tokens: int, shard_size: int | None) -> list[np.ndarray]:
-    """The batches of a headtune-style pass, as arrays of text indices, in the order they run.
+    """The batches of headtune's pass (`headtune.features.plan_pass`), as arrays of text indices, in order.
 
-    Mirrors `headtune.features.extract_features`: texts sorted longest first, the order cut into cache
-    shards of `shard_size` texts, each shard split into batches of at most `max_tokens` padded tokens.
-    headtune does not expose this plan as a function, so this must follow extract_features if it changes;
-    the small-run benchmark checks that its padded-token count equals what headtune reports.
     `shard_size=None` plans the whole sorted order at once (a pass with no cache to cut it into shards).
     """
-    order = length_order(lengths)
-    step = shard_size or max(1, len(order))
-    batches = []
-    for start in range(0, len(order), step):
-        index = order[start:start + step]
-        batches += [index[a:b] for a, b in plan_batches(lengths[index], max_tokens)]
-    return batches
+    shards = plan_pass(lengths, shard_size or max(1, len(lengths)), max_tokens)
+    return [batch for shard in shards for batch in shard]
 
 
 def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:

@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         print(format_throughput(rates))
     if matches is False:
         print("\nWARNING: the floor's batches differ from headtune's pass (padded tokens disagree); "
-              "update _common.headtune_batches to follow headtune.features.extract_features")
+              "check that the benchmark passes headtune's --max-tokens-per-batch and --shard-size")
     if any(r.details.get("same_texts") is False for r in results.values()):
         print("\nWARNING: headtune trained on other texts than the benchmark's sample; the comparison is void")
 

@@ -75,6 +75,20 @@ def plan_batches(sorted_lengths: np.ndarray, max_tokens: int) -> list[tuple[int,
     return batches
 
 
+def plan_pass(lengths: np.ndarray, shard_size: int, max_tokens: int) -> list[list[np.ndarray]]:
+    """The backbone pass as cache shards of batches of text indices, in the order they run.
+
+    Texts go longest first; the sorted order is cut into shards of `shard_size` texts (the unit the
+    cache commits and a resumed pass skips), each shard into batches of at most `max_tokens` padded tokens.
+    """
+    order = length_order(lengths)
+    shards = []
+    for start in range(0, len(order), shard_size):
+        index = order[start:start + shard_size]
+        shards.append([index[a:b] for a, b in plan_batches(lengths[index], max_tokens)])
+    return shards
+
+
 def collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad to the longest sequence: (input_ids, attention_mask)."""
     width = max(len(s) for s in seqs)
@@ -143,18 +157,18 @@ def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[st
     if missing:
         tok = tokenize(tokenizer, texts, max_length)
         lengths = np.array([len(x) for x in tok.ids])
-        order = length_order(lengths)
-        todo = sum(min(len(texts), (i + 1) * cfg.shard_size) - i * cfg.shard_size for i in missing)
+        plan = plan_pass(lengths, cfg.shard_size, cfg.max_tokens_per_batch)
+        todo = sum(len(batch) for i in missing for batch in plan[i])
         bar = tqdm(total=todo, desc=f"backbone pass {split}".strip(), unit="text", disable=None, leave=False)
         for i in missing:
-            index = order[i * cfg.shard_size:(i + 1) * cfg.shard_size]
-            parts = []
-            for a, b in plan_batches(lengths[index], cfg.max_tokens_per_batch):
-                ids, mask = collate([tok.ids[j] for j in index[a:b]], tokenizer.pad_token_id or 0)
+            chunks = []
+            for batch in plan[i]:
+                ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0)
                 padded += ids.numel()
-                parts.append(run_backbone(model, spec, ids, mask, dtype).cpu())
-                bar.update(b - a)
-            shards[i] = {"features": torch.cat(parts), "index": torch.as_tensor(index, dtype=torch.int64),
+                chunks.append(run_backbone(model, spec, ids, mask, dtype).cpu())
+                bar.update(len(batch))
+            index = np.concatenate(plan[i])
+            shards[i] = {"features": torch.cat(chunks), "index": torch.as_tensor(index, dtype=torch.int64),
                          "lengths": torch.as_tensor(lengths[index], dtype=torch.int32),
                          "truncated": torch.as_tensor(tok.truncated[index], dtype=torch.uint8)}
             if cache:
