@@ -59,6 +59,7 @@ class Settings:
     epochs: int
     batch_size: int
     lr: float
+    lr_schedule: str  # "linear" or "constant", in headtune and in Trainer alike
     seed: int
     device: str
     max_tokens_per_batch: int  # headtune's defaults: the floor must run headtune's batches
@@ -102,6 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=train.epochs)
     parser.add_argument("--batch-size", type=int, default=train.batch_size)
     parser.add_argument("--lr", type=float, default=train.lr)
+    parser.add_argument("--lr-schedule", choices=["linear", "constant"], default=train.lr_schedule)
     parser.add_argument("--seed", type=int, default=train.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N, for every system.")
     parser.add_argument("--sklearn-max-iter", type=int, default=2000,
@@ -132,7 +134,7 @@ def make_settings(args: argparse.Namespace, sizes: tuple[int, int], device: torc
     features = FeatureConfig()
     return Settings(model=args.model or common.minilm_path(), dataset=args.dataset, train_size=sizes[0],
                     test_size=sizes[1], max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, seed=args.seed, device=str(device),
+                    lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, device=str(device),
                     max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
                     sklearn_max_iter=args.sklearn_max_iter, floor_repeats=args.floor_repeats)
 
@@ -224,7 +226,7 @@ def run_seed_style(s: Settings, splits: Splits, work: Path) -> Result:
 
     args = TrainingArguments(
         output_dir=str(work / "seed-style"), eval_strategy="epoch", save_strategy="no", report_to="none",
-        learning_rate=s.lr, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
+        learning_rate=s.lr, lr_scheduler_type=s.lr_schedule, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
         per_device_eval_batch_size=s.batch_size, weight_decay=TrainConfig().weight_decay, seed=s.seed,
         use_cpu=s.device == "cpu", disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
@@ -278,7 +280,7 @@ def headtune_command(s: Settings, cache_dir: Path, output_dir: Path, overwrite: 
     command = [sys.executable, "-m", "headtune.cli", "train", "--dataset", s.dataset, "--model", s.model,
                "--train-size", str(s.train_size), "--test-size", str(s.test_size),
                "--max-length", str(s.max_length), "--epochs", str(s.epochs), "--batch-size", str(s.batch_size),
-               "--lr", repr(s.lr), "--seed", str(s.seed), "--device", s.device,
+               "--lr", repr(s.lr), "--lr-schedule", s.lr_schedule, "--seed", str(s.seed), "--device", s.device,
                "--max-tokens-per-batch", str(s.max_tokens_per_batch), "--shard-size", str(s.shard_size),
                "--cache-dir", str(cache_dir), "--output-dir", str(output_dir)]
     return command + (["--overwrite"] if overwrite else [])

@@ -210,6 +210,7 @@ def test_test_size_larger_than_the_split(capsys, train_args):
     ("seed", "-1", "--seed must be an integer from 0"),
     ("epochs", "two", "invalid int value: 'two'"),
     ("device", "tpu", "--device must be auto, cpu, cuda or cuda:N"),
+    ("lr-schedule", "cosine", "invalid choice: 'cosine'"),
 ])
 def test_bad_settings(capsys, train_args, flag, value, needle):
     refused_train(capsys, train_args(**{flag: value}), needle)

@@ -11,7 +11,7 @@ import headtune
 from headtune.config import FeatureConfig, ModelConfig, TrainConfig
 from headtune.features import extract_features, tokenize
 from headtune.modeling import load_for_training
-from headtune.training import CachedInputs, FullModelInputs, predict_logits, train_head
+from headtune.training import CachedInputs, FullModelInputs, lr_factor, predict_logits, train_head
 
 MAX_LENGTH = 40
 HEAD = ("pre_classifier", "classifier")
@@ -120,3 +120,43 @@ def test_full_model_inputs_predict_in_original_order(tiny_models):
         one_by_one = torch.cat([model(input_ids=torch.tensor([x])).logits for x in ids])
     assert torch.allclose(logits, one_by_one, atol=1e-5, rtol=0)
     assert len(np.unique(logits[:, 0].numpy().round(6))) == len(texts)
+
+
+def test_lr_factor_linear_decays_to_zero_and_constant_stays():
+    linear = lr_factor("linear", 4)
+    assert [linear(step) for step in range(5)] == [1.0, 0.75, 0.5, 0.25, 0.0]
+    constant = lr_factor("constant", 4)
+    assert [constant(step) for step in range(5)] == [1.0] * 5
+
+
+def test_lr_schedule_is_applied_per_step(tiny_models):
+    """One step: both schedules take the full lr, so they agree; over several steps linear moves the head less."""
+    loaded = load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
+                                           device="cpu"), ["neg", "pos"], seed=0)
+    model, spec = loaded.model, loaded.spec
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(32, model.config.dim, generator=generator)
+    labels = (features[:, 0] > 0).long().numpy()
+
+    def head_after(schedule: str, epochs: int) -> dict[str, torch.Tensor]:
+        model.load_state_dict(start)
+        torch.manual_seed(0)  # the head's dropout draws from the global generator
+        inputs = CachedInputs(model, spec, features)
+        cfg = TrainConfig(epochs=epochs, batch_size=32, lr=1e-2, lr_schedule=schedule, seed=0)
+        train_head(model, spec, inputs, labels, inputs, labels, cfg)
+        return {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in HEAD}
+
+    def distance(head):
+        return sum((head[k] - start[k]).norm() ** 2 for k in head) ** 0.5
+
+    # one batch per epoch. One epoch: a single step at factor 1.0 in both schedules.
+    linear, constant = head_after("linear", 1), head_after("constant", 1)
+    assert all(torch.equal(linear[k], constant[k]) for k in linear)
+    # Two epochs: linear steps at 1.0 then 0.5, constant at 1.0 then 1.0.
+    linear, constant = head_after("linear", 2), head_after("constant", 2)
+    assert not all(torch.equal(linear[k], constant[k]) for k in linear)
+    assert distance(linear) < distance(constant)
+    for name, p in model.named_parameters():
+        if name.split(".")[0] not in HEAD:
+            assert torch.equal(p, start[name]), name

@@ -124,10 +124,13 @@ class FeatureConfig:
 @dataclass
 class TrainConfig:
     epochs: int = field(default=3, metadata=_help("Passes over the training set."))
-    lr: float = field(default=1e-2, metadata=_help(
+    lr: float = field(default=3e-2, metadata=_help(
         "AdamW learning rate of the head. The head starts from random weights, so it is far higher than "
         "the 2e-5 used to fine-tune a whole model."))
-    batch_size: int = field(default=32, metadata=_help("Examples per head-training step."))
+    batch_size: int = field(default=16, metadata=_help("Examples per head-training step."))
+    lr_schedule: str = field(default="linear", metadata=_help(
+        "Learning-rate schedule: linear (decays to 0 over all steps, as transformers' Trainer does by default) "
+        "or constant.", choices=["linear", "constant"]))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     seed: int = field(default=42, metadata=_help(
         "Seed for sampling, head initialisation, shuffling and dropout."))
@@ -136,6 +139,8 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("lr", self.lr, float)
         _positive("batch_size", self.batch_size)
+        if self.lr_schedule not in ("linear", "constant"):
+            raise HeadtuneError(f"--lr-schedule must be linear or constant (got {self.lr_schedule!r})")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise HeadtuneError(f"--seed must be an integer from 0 to {2**32 - 1} (got {self.seed!r})")
         if not isinstance(self.weight_decay, (int, float)) or not 0 <= self.weight_decay < math.inf:

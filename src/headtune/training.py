@@ -100,6 +100,17 @@ def evaluate(model: nn.Module, spec: HeadSpec, inputs: Inputs, labels: np.ndarra
     return classification_metrics(labels, preds, num_labels)
 
 
+def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at each optimizer step (0-based).
+
+    "linear" decays to 0 over all steps, as transformers' Trainer does by default: the last steps are
+    small, so the head settles instead of ending wherever the final full-size step left it.
+    """
+    if schedule == "linear":
+        return lambda step: 1 - step / total_steps
+    return lambda step: 1.0
+
+
 def train_head(model: nn.Module, spec: HeadSpec, train: Inputs, train_labels: np.ndarray, test: Inputs,
                test_labels: np.ndarray, cfg: TrainConfig,
                on_epoch: Callable[[EpochResult], None] = lambda r: None) -> History:
@@ -119,8 +130,9 @@ def train_head(model: nn.Module, spec: HeadSpec, train: Inputs, train_labels: np
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffling independent of any other RNG use
     targets = torch.as_tensor(train_labels, dtype=torch.long, device=device)
-    steps = -(-len(train) // cfg.batch_size)
-    bar = tqdm(total=steps * cfg.epochs, desc="training head", unit="step", disable=None, leave=False)
+    steps = -(-len(train) // cfg.batch_size) * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.lr_schedule, steps))
+    bar = tqdm(total=steps, desc="training head", unit="step", disable=None, leave=False)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         set_head_training(model, spec, True)
@@ -130,6 +142,7 @@ def train_head(model: nn.Module, spec: HeadSpec, train: Inputs, train_labels: np
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             total += loss.item() * len(index)
             bar.update(1)
         record(epoch, total / len(train), started)
