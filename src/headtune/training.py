@@ -1,4 +1,4 @@
-"""Training the head: AdamW on the head's parameters, over inputs that yield logits.
+"""Training the head: AdamW on its parameters, linear or constant lr, over inputs that yield logits.
 
 `CachedInputs` runs only the head on features from the one backbone pass; the
 fallback `FullModelInputs` runs the whole frozen model on token batches (for
