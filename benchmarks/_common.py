@@ -12,7 +12,7 @@ import platform
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -142,9 +142,16 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def plain(spec: HeadSpec) -> HeadSpec:
+    """The spec with headtune's trimmed pass replaced by an ordinary full forward of the backbone."""
+    return replace(spec, features=spec.reference)
+
+
 def backbone_pass(model: nn.Module, spec: HeadSpec, ids: list[list[int]], batches: list[np.ndarray], pad_id: int,
                   dtype: torch.dtype | None) -> PassResult:
     """Run the frozen backbone over `batches` exactly as headtune's pass does, and time it.
+
+    `spec.features` is headtune's pass; `plain(spec)` gives an ordinary full forward instead.
 
     Per batch, as in extract_features: collate (right padding), `run_backbone` (pinned memory and
     non_blocking copies on CUDA, autocast to `dtype`), features back to host memory. Tokenizing and
@@ -200,16 +207,26 @@ class EncoderFlops:
     def dense_per_token(self) -> int:
         return 2 * self.layers * (4 * self.hidden ** 2 + 2 * self.hidden * self.ffn)
 
-    def row(self, seq: int) -> float:
-        return float(seq) * (self.dense_per_token + 4 * self.layers * seq * self.hidden)
+    def row(self, seq: int, first_only_last: bool = False) -> float:
+        """FLOPs of one row of `seq` tokens; `first_only_last`: headtune's pass, whose last layer runs
+        keys and values for every token but the query, output projection and feed-forward block for the
+        first token only: seq * 2 * 2*h^2 + 2 * (2*h^2 + 2*h*ffn) + 4*seq*h instead of a full layer."""
+        full = float(seq) * (self.dense_per_token + 4 * self.layers * seq * self.hidden)
+        if not first_only_last:
+            return full
+        h, per_layer_dense = self.hidden, 2 * (4 * self.hidden ** 2 + 2 * self.hidden * self.ffn)
+        last_full = seq * (per_layer_dense + 4 * seq * h)
+        last_trimmed = seq * 2 * 2 * h ** 2 + 2 * (2 * h ** 2 + 2 * h * self.ffn) + 4 * seq * h
+        return full - last_full + last_trimmed
 
-    def real(self, lengths: np.ndarray) -> float:
-        return float(sum(self.row(int(n)) for n in lengths))
+    def real(self, lengths: np.ndarray, first_only_last: bool = False) -> float:
+        return float(sum(self.row(int(n), first_only_last) for n in lengths))
 
-    def padded(self, lengths: np.ndarray, batches: list[np.ndarray]) -> float:
-        return float(sum(len(index) * self.row(int(lengths[index].max())) for index in batches))
+    def padded(self, lengths: np.ndarray, batches: list[np.ndarray], first_only_last: bool = False) -> float:
+        return float(sum(len(index) * self.row(int(lengths[index].max()), first_only_last) for index in batches))
 
     def describe(self) -> dict:
         return {"layers": self.layers, "hidden": self.hidden, "ffn": self.ffn,
                 "dense_flops_per_token": self.dense_per_token,
-                "formula": "per row of seq tokens: seq * (2*layers*(4*h^2 + 2*h*ffn) + 4*layers*seq*h)"}
+                "formula": "per row of seq tokens: seq * (2*layers*(4*h^2 + 2*h*ffn) + 4*layers*seq*h); "
+                           "headtune's pass: last layer first token only (see EncoderFlops.row)"}

@@ -110,3 +110,40 @@ def test_head_parameters_are_exactly_the_head_modules():
     toy = Toy()
     spec = heads.HeadSpec("x", ("dropout", "classifier"), None, None)
     assert [id(p) for p in head_parameters(toy, spec)] == [id(toy.classifier.weight), id(toy.classifier.bias)]
+
+
+def _ffn_input(model, arch):
+    """The last layer's first feed-forward linear, whose input shape shows how many positions ran."""
+    base = model.base_model
+    return base.transformer.layer[-1].ffn.lin1 if arch == "distilbert" else base.encoder.layer[-1].intermediate.dense
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "bert", "roberta"])
+def test_fast_pass_equals_full_forward_and_runs_the_last_layer_for_one_position(arch, tiny_models):
+    loaded = load(tiny_models[arch])
+    model, spec = loaded.model.eval(), loaded.spec
+    batch = loaded.tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert (mask == 0).any()  # padding present: the mask must keep padded keys out of the trimmed attention
+    modules = list(model.base_model.modules())  # every module, in order
+
+    seen = []
+    hook = _ffn_input(model, arch).register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    with torch.inference_mode():
+        fast = spec.features(model, ids, mask)
+        full = spec.reference(model, ids, mask)
+    hook.remove()
+    width = _ffn_input(model, arch).in_features
+    assert seen == [(len(TEXTS), 1, width), (len(TEXTS), ids.shape[1], width)]  # fast: one position; full: all
+    assert fast.shape == full.shape == (len(TEXTS), model.config.hidden_size)
+    assert torch.allclose(fast, full, atol=1e-5, rtol=0)
+    assert list(model.base_model.modules()) == modules  # the last layer is back in place
+
+
+def test_fast_pass_restores_the_last_layer_after_an_error(tiny_models):
+    loaded = load(tiny_models["bert"])
+    encoder = loaded.model.base_model.encoder
+    layers = encoder.layer
+    with pytest.raises(Exception):
+        loaded.spec.features(loaded.model, torch.tensor([[10**6]]), torch.tensor([[1]]))  # id beyond the vocab
+    assert encoder.layer is layers and len(layers) == loaded.model.config.num_hidden_layers

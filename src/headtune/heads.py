@@ -7,6 +7,7 @@ ordinary `AutoModelForSequenceClassification` checkpoint.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -20,6 +21,9 @@ class HeadSpec:
     modules: tuple[str, ...]  # the model's attributes that make up the head (dropout included)
     features: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None
     logits: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None
+    # The same tensor from an ordinary full forward of the backbone: what `features` must equal (tests),
+    # and what a user's own encode-once script would run (the benchmarks' baselines).
+    reference: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     @property
     def cached(self) -> bool:
@@ -27,13 +31,84 @@ class HeadSpec:
         return self.features is not None
 
 
+# --------------------------------------------------------------------------- the backbone pass
+#
+# The head reads one position (the first token) of the last layer. Every layer but the last needs
+# all positions, but the last layer's only consumer is that first token: its keys and values still
+# come from every token, while its query, attention output and feed-forward block are needed for the
+# first token alone. Running the last layer that way skips ~10/12 of its dense work: ~14 % of a
+# 6-layer backbone's FLOPs (MiniLM, DistilBERT), ~7 % of a 12-layer one's.
+
+
+def _attend_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head attention of the first token's query (B, 1, H) over all keys/values (B, T, H)."""
+    b, t, h = k.shape
+    d = h // heads
+
+    def split(x):
+        return x.view(b, -1, heads, d).transpose(1, 2)
+
+    keep = mask[:, None, None, :].bool()  # padded keys get no attention, as in the model's own mask
+    out = nn.functional.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=keep)
+    return out.transpose(1, 2).reshape(b, 1, h)
+
+
+def _bert_layer_first(layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BertLayer / RobertaLayer.forward (eval mode) for the first position only."""
+    attention = layer.attention.self
+    first = x[:, :1]
+    context = _attend_first(attention.query(first), attention.key(x), attention.value(x), mask,
+                            attention.num_attention_heads)
+    h = layer.attention.output(context, first)  # dense + residual + LayerNorm
+    return layer.output(layer.intermediate(h), h)  # feed-forward + residual + LayerNorm
+
+
+def _distilbert_layer_first(layer, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """DistilBERT's TransformerBlock.forward (eval mode) for the first position only."""
+    attention = layer.attention
+    first = x[:, :1]
+    context = _attend_first(attention.q_lin(first), attention.k_lin(x), attention.v_lin(x), mask, attention.n_heads)
+    h = layer.sa_layer_norm(attention.out_lin(context) + first)
+    return layer.output_layer_norm(layer.ffn(h) + h)
+
+
+@contextmanager
+def _without_last_layer(layers_owner: nn.Module):
+    """Run the encoder without its last layer (restored afterwards); returns that layer."""
+    layers = layers_owner.layer
+    layers_owner.layer = nn.ModuleList(list(layers)[:-1])
+    try:
+        yield layers[-1]
+    finally:
+        layers_owner.layer = layers
+
+
+def _first_token_fast(layers_of: Callable[[nn.Module], nn.Module], last_layer_first: Callable):
+    def features(model, input_ids, attention_mask):
+        with _without_last_layer(layers_of(model.base_model)) as last:
+            below = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return last_layer_first(last, below, attention_mask)[:, 0]
+    return features
+
+
+_bert_first = _first_token_fast(lambda base: base.encoder, _bert_layer_first)
+_distilbert_first = _first_token_fast(lambda base: base.transformer, _distilbert_layer_first)
+
+
+def _bert_pooled_fast(model, input_ids, attention_mask):
+    # BERT's pooler (dense + tanh on [CLS]) is pretrained and stays frozen, so it belongs to the cached pass.
+    return model.base_model.pooler(_bert_first(model, input_ids, attention_mask)[:, None])
+
+
 def _first_token(model, input_ids, attention_mask):
     return model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
 
 
 def _pooled(model, input_ids, attention_mask):
-    # BERT's pooler (dense + tanh on [CLS]) is pretrained and stays frozen, so it belongs to the cached pass.
     return model.base_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+
+
+# --------------------------------------------------------------------------- the heads
 
 
 def _distilbert_head(model, x):  # DistilBertForSequenceClassification.forward after the backbone
@@ -48,12 +123,12 @@ def _roberta_head(model, x):  # RobertaClassificationHead reads [:, 0, :] of the
     return model.classifier(x[:, None, :])
 
 
-_ROBERTA = HeadSpec("last_hidden_state[:, 0]", ("classifier",), _first_token, _roberta_head)
+_ROBERTA = HeadSpec("last_hidden_state[:, 0]", ("classifier",), _bert_first, _roberta_head, _first_token)
 
 HEADS: dict[str, HeadSpec] = {
     "distilbert": HeadSpec("last_hidden_state[:, 0]", ("pre_classifier", "dropout", "classifier"),
-                           _first_token, _distilbert_head),
-    "bert": HeadSpec("pooler_output", ("dropout", "classifier"), _pooled, _bert_head),
+                           _distilbert_first, _distilbert_head, _first_token),
+    "bert": HeadSpec("pooler_output", ("dropout", "classifier"), _bert_pooled_fast, _bert_head, _pooled),
     "roberta": _ROBERTA,
     "xlm-roberta": _ROBERTA,
     "camembert": _ROBERTA,
