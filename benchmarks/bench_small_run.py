@@ -33,7 +33,7 @@ import torch
 
 import _common as common
 from headtune.cache import texts_digest
-from headtune.config import DataConfig, FeatureConfig, TrainConfig
+from headtune.config import LR_SCHEDULES, DataConfig, FeatureConfig, TrainConfig
 from headtune.data import Splits, load_splits
 from headtune.features import autocast_dtype, resolve_device, tokenize
 from headtune.heads import HEADS, head_spec
@@ -103,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=train.epochs)
     parser.add_argument("--batch-size", type=int, default=train.batch_size)
     parser.add_argument("--lr", type=float, default=train.lr)
-    parser.add_argument("--lr-schedule", choices=["linear", "constant"], default=train.lr_schedule)
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=train.lr_schedule)
     parser.add_argument("--seed", type=int, default=train.seed)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N, for every system.")
     parser.add_argument("--sklearn-max-iter", type=int, default=2000,

@@ -121,6 +121,9 @@ class FeatureConfig:
         _positive("shard_size", self.shard_size)
 
 
+LR_SCHEDULES = ("linear", "constant")  # see training.lr_factor
+
+
 @dataclass
 class TrainConfig:
     epochs: int = field(default=3, metadata=_help("Passes over the training set."))
@@ -130,7 +133,7 @@ class TrainConfig:
     batch_size: int = field(default=16, metadata=_help("Examples per head-training step."))
     lr_schedule: str = field(default="linear", metadata=_help(
         "Learning-rate schedule: linear (decays to 0 over all steps, as transformers' Trainer does by default) "
-        "or constant.", choices=["linear", "constant"]))
+        "or constant.", choices=list(LR_SCHEDULES)))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     seed: int = field(default=42, metadata=_help(
         "Seed for sampling, head initialisation, shuffling and dropout."))
@@ -139,7 +142,7 @@ class TrainConfig:
         _positive("epochs", self.epochs)
         _positive("lr", self.lr, float)
         _positive("batch_size", self.batch_size)
-        if self.lr_schedule not in ("linear", "constant"):
+        if self.lr_schedule not in LR_SCHEDULES:
             raise HeadtuneError(f"--lr-schedule must be linear or constant (got {self.lr_schedule!r})")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
             raise HeadtuneError(f"--seed must be an integer from 0 to {2**32 - 1} (got {self.seed!r})")
