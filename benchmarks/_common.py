@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from headtune.features import collate, plan_pass, run_backbone  # noqa: E402
+from headtune.features import collate, padded_width, plan_pass, run_backbone  # noqa: E402
 from headtune.heads import HeadSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,18 +113,20 @@ def write_json(path: Path, data: dict) -> None:
 
 # --------------------------------------------------------------------------- headtune's backbone pass
 
-def headtune_batches(lengths: np.ndarray, max_tokens: int, shard_size: int | None) -> list[np.ndarray]:
+def headtune_batches(lengths: np.ndarray, max_tokens: int, shard_size: int | None,
+                     multiple: int = 1) -> list[np.ndarray]:
     """The batches of headtune's pass (`headtune.features.plan_pass`), as arrays of text indices, in order.
 
     `shard_size=None` plans the whole sorted order at once (a pass with no cache to cut it into shards).
     """
-    shards = plan_pass(lengths, shard_size or max(1, len(lengths)), max_tokens)
+    shards = plan_pass(lengths, shard_size or max(1, len(lengths)), max_tokens, multiple)
     return [batch for shard in shards for batch in shard]
 
 
-def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
-    """Tokens the backbone computes, padding included: each batch is padded to its longest row."""
-    return int(sum(len(index) * int(lengths[index].max()) for index in batches))
+def padded_tokens(lengths: np.ndarray, batches: list[np.ndarray], multiple: int = 1) -> int:
+    """Tokens the backbone computes, padding included: each batch is padded to its longest row (rounded up
+    to `multiple`, headtune's --pad-to-multiple-of)."""
+    return int(sum(len(index) * padded_width(int(lengths[index].max()), multiple) for index in batches))
 
 
 @dataclass
@@ -148,27 +150,29 @@ def plain(spec: HeadSpec) -> HeadSpec:
 
 
 def backbone_pass(model: nn.Module, spec: HeadSpec, ids: list[list[int]], batches: list[np.ndarray], pad_id: int,
-                  dtype: torch.dtype | None) -> PassResult:
+                  dtype: torch.dtype | None, multiple: int = 1) -> PassResult:
     """Run the frozen backbone over `batches` exactly as headtune's pass does, and time it.
 
     `spec.features` is headtune's pass; `plain(spec)` gives an ordinary full forward instead.
 
-    Per batch, as in extract_features: collate (right padding), `run_backbone` (pinned memory and
-    non_blocking copies on CUDA, autocast to `dtype`), features back to host memory. Tokenizing and
-    planning are the caller's, outside the timer; rows of texts not in `batches` stay uninitialised.
+    Per batch, as in extract_features: collate (right padding to a multiple of `multiple`),
+    `run_backbone` (pinned memory and non_blocking copies on CUDA, autocast to `dtype`), features left on
+    the device until the end (extract_features copies back once per shard). Tokenizing and planning are
+    the caller's, outside the timer; rows of texts not in `batches` stay uninitialised.
     """
     device = next(model.parameters()).device
     model.eval()
-    features, padded = None, 0
+    outs, padded = [], 0
     synchronize(device)
     start = time.perf_counter()
     for index in batches:
-        batch_ids, mask = collate([ids[i] for i in index], pad_id)
+        batch_ids, mask = collate([ids[i] for i in index], pad_id, multiple)
         padded += batch_ids.numel()
-        out = run_backbone(model, spec, batch_ids, mask, dtype).cpu()
-        if features is None:
-            features = torch.empty((len(ids), out.shape[1]), dtype=out.dtype)
-        features[torch.as_tensor(index)] = out
+        outs.append(run_backbone(model, spec, batch_ids, mask, dtype))
+    features = None
+    if outs:
+        features = torch.empty((len(ids), outs[0].shape[1]), dtype=outs[0].dtype)
+        features[torch.as_tensor(np.concatenate(batches))] = torch.cat(outs).cpu()
     synchronize(device)
     seconds = time.perf_counter() - start
     real = sum(len(ids[i]) for index in batches for i in index)
@@ -222,8 +226,10 @@ class EncoderFlops:
     def real(self, lengths: np.ndarray, first_only_last: bool = False) -> float:
         return float(sum(self.row(int(n), first_only_last) for n in lengths))
 
-    def padded(self, lengths: np.ndarray, batches: list[np.ndarray], first_only_last: bool = False) -> float:
-        return float(sum(len(index) * self.row(int(lengths[index].max()), first_only_last) for index in batches))
+    def padded(self, lengths: np.ndarray, batches: list[np.ndarray], first_only_last: bool = False,
+               multiple: int = 1) -> float:
+        return float(sum(len(index) * self.row(padded_width(int(lengths[index].max()), multiple), first_only_last)
+                         for index in batches))
 
     def describe(self) -> dict:
         return {"layers": self.layers, "hidden": self.hidden, "ffn": self.ffn,

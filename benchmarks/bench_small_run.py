@@ -64,6 +64,7 @@ class Settings:
     device: str
     max_tokens_per_batch: int  # headtune's defaults: the floor must run headtune's batches
     shard_size: int
+    pad_to_multiple_of: int
     sklearn_max_iter: int
     floor_repeats: int
 
@@ -81,11 +82,12 @@ class Result:
 
 @dataclass
 class SplitPlan:
-    """One split as headtune's pass sees it: token ids, lengths, batches (text indices)."""
+    """One split as headtune's pass sees it: token ids, lengths, batches (text indices), width multiple."""
 
     ids: list[list[int]]
     lengths: np.ndarray
     batches: list[np.ndarray]
+    multiple: int  # headtune's --pad-to-multiple-of
 
 
 # --------------------------------------------------------------------------- arguments
@@ -131,11 +133,12 @@ def parse_systems(parser: argparse.ArgumentParser, text: str) -> list[str]:
 
 
 def make_settings(args: argparse.Namespace, sizes: tuple[int, int], device: torch.device) -> Settings:
-    features = FeatureConfig()
+    features = FeatureConfig().for_device(device.type)  # headtune's batching defaults on this device
     return Settings(model=args.model or common.minilm_path(), dataset=args.dataset, train_size=sizes[0],
                     test_size=sizes[1], max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, device=str(device),
                     max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
+                    pad_to_multiple_of=features.pad_to_multiple_of,
                     sklearn_max_iter=args.sklearn_max_iter, floor_repeats=args.floor_repeats)
 
 
@@ -173,7 +176,8 @@ def check_feature_systems(s: Settings, systems: list[str]) -> None:
 def plan_split(tokenizer, texts: list[str], s: Settings, shard_size: int | None) -> SplitPlan:
     tok = tokenize(tokenizer, texts, s.max_length)
     lengths = np.array([len(ids) for ids in tok.ids])
-    return SplitPlan(tok.ids, lengths, common.headtune_batches(lengths, s.max_tokens_per_batch, shard_size))
+    batches = common.headtune_batches(lengths, s.max_tokens_per_batch, shard_size, s.pad_to_multiple_of)
+    return SplitPlan(tok.ids, lengths, batches, s.pad_to_multiple_of)
 
 
 def score(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
@@ -260,7 +264,7 @@ def run_encode_sklearn(s: Settings, splits: Splits) -> Result:
         plan = plan_split(tokenizer, split.texts, s, shard_size=None)
         # a user's own encode-once script: an ordinary full forward, in headtune's batches
         passes[name] = common.backbone_pass(model, common.plain(spec), plan.ids, plan.batches,
-                                            tokenizer.pad_token_id or 0, dtype)
+                                            tokenizer.pad_token_id or 0, dtype, plan.multiple)
     fit_start = time.perf_counter()
     classifier = LogisticRegression(max_iter=s.sklearn_max_iter, random_state=s.seed)
     with warnings.catch_warnings(record=True) as caught:
@@ -284,6 +288,7 @@ def headtune_command(s: Settings, cache_dir: Path, output_dir: Path, overwrite: 
                "--max-length", str(s.max_length), "--epochs", str(s.epochs), "--batch-size", str(s.batch_size),
                "--lr", repr(s.lr), "--lr-schedule", s.lr_schedule, "--seed", str(s.seed), "--device", s.device,
                "--max-tokens-per-batch", str(s.max_tokens_per_batch), "--shard-size", str(s.shard_size),
+               "--pad-to-multiple-of", str(s.pad_to_multiple_of),
                "--cache-dir", str(cache_dir), "--output-dir", str(output_dir)]
     return command + (["--overwrite"] if overwrite else [])
 
@@ -331,10 +336,12 @@ def run_floor(s: Settings, splits: Splits, plans: dict[str, SplitPlan]) -> Resul
     dtype, pad_id = autocast_dtype(model.device, "auto"), tokenizer.pad_token_id or 0
     # One untimed batch first: the first forward pays one-off setup (kernel choice, allocator pools)
     # that is not backbone work.
-    common.backbone_pass(model, spec, plans["train"].ids, plans["train"].batches[:1], pad_id, dtype)
+    common.backbone_pass(model, spec, plans["train"].ids, plans["train"].batches[:1], pad_id, dtype,
+                         plans["train"].multiple)
     runs = []
     for _ in range(s.floor_repeats):  # the fastest pass is the floor; the others only show the noise
-        passes = {name: common.backbone_pass(model, spec, p.ids, p.batches, pad_id, dtype) for name, p in plans.items()}
+        passes = {name: common.backbone_pass(model, spec, p.ids, p.batches, pad_id, dtype, p.multiple)
+                  for name, p in plans.items()}
         runs.append(passes)
     seconds = [sum(p.seconds for p in passes.values()) for passes in runs]
     passes = runs[int(np.argmin(seconds))]
@@ -395,7 +402,7 @@ def throughput(results: dict[str, Result], plans: dict[str, SplitPlan] | None, f
     for system, secs in seconds.items():
         trimmed = system == "headtune-cold"  # its last layer runs the first token only
         work = {"real": sum(flops.real(p.lengths, trimmed) for p in plans.values()),
-                "padded": sum(flops.padded(p.lengths, p.batches, trimmed) for p in plans.values())}
+                "padded": sum(flops.padded(p.lengths, p.batches, trimmed, p.multiple) for p in plans.values())}
         if secs:
             out[system] = {"backbone_seconds": round(secs, 3), "gflop": {k: round(v / 1e9, 1) for k, v in work.items()},
                            "gflops_padded": round(work["padded"] / secs / 1e9, 2),
@@ -542,7 +549,7 @@ def plan_check(results: dict[str, Result], plans: dict[str, SplitPlan] | None) -
     """Whether the floor's batches hold exactly the padded tokens headtune reported for its own pass."""
     if plans is None or "headtune-cold" not in results:
         return None
-    planned = sum(common.padded_tokens(p.lengths, p.batches) for p in plans.values())
+    planned = sum(common.padded_tokens(p.lengths, p.batches, p.multiple) for p in plans.values())
     return planned == results["headtune-cold"].padded_tokens
 
 

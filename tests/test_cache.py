@@ -46,8 +46,8 @@ def extract(loaded, texts, cache_dir, *, identity_=None, max_length=MAX_LENGTH, 
 def test_every_keyed_input_changes_the_key(distilbert, tiny_models):
     base_id, spec = distilbert.identity, distilbert.spec
 
-    def key(ident=base_id, sp=spec, max_length=MAX_LENGTH, dtype=None, texts=TEXTS):
-        return cache_key(feature_key_parts(ident, sp, max_length, dtype, texts))
+    def key(ident=base_id, sp=spec, max_length=MAX_LENGTH, dtype=None, texts=TEXTS, shard_size=4):
+        return cache_key(feature_key_parts(ident, sp, max_length, dtype, texts, shard_size))
 
     base = key()
     assert key(ident=dict(base_id), texts=list(TEXTS)) == base  # same inputs, same key
@@ -63,6 +63,7 @@ def test_every_keyed_input_changes_the_key(distilbert, tiny_models):
         "one text": key(texts=TEXTS[:3] + [TEXTS[3] + "!"] + TEXTS[4:]),
         "one text more": key(texts=TEXTS + ["great"]),
         "one text less": key(texts=TEXTS[:-1]),
+        "shard size (the layout)": key(shard_size=5),
     }
     for what, k in variants.items():
         assert k != base, f"a change of {what} must miss the cache"
@@ -97,13 +98,18 @@ def test_max_length_and_texts_miss_end_to_end(distilbert, tmp_path):
     extract(distilbert, TEXTS, cache)
     assert extract(distilbert, TEXTS, cache, max_length=MAX_LENGTH - 1)[1].computed_shards == 3
     assert extract(distilbert, TEXTS[::-1], cache)[1].computed_shards == 3
+    # another shard size is another layout: reusing shard i of the old one would mix up the texts
+    other, stats = extract(distilbert, TEXTS, cache, shard_size=3)
+    assert (stats.cached_shards, stats.computed_shards) == (0, 4)
+    assert torch.allclose(other, extract(distilbert, TEXTS, cache)[0], atol=1e-5)
     assert extract(distilbert, TEXTS, cache)[1].computed_shards == 0
     entries = sorted(p for p in cache.iterdir() if p.is_dir())
-    assert len(entries) == 3
+    assert len(entries) == 4
     for entry in entries:  # each entry records what it was keyed on, and is named by its hash
         parts = json.loads((entry / "key.json").read_text())
         assert cache_key(parts) == entry.name
-        assert sorted(p.name for p in entry.glob("*.safetensors")) == [f"shard-0000{i}.safetensors" for i in range(3)]
+        shards = 3 if parts["shard_size"] == 4 else 4
+        assert sorted(p.name for p in entry.glob("*.safetensors")) == [f"shard-0000{i}.safetensors" for i in range(shards)]
 
 
 def test_head_settings_reuse_the_cache_end_to_end(tiny_models, sentiment_dir, tmp_path):

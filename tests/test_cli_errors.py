@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -207,6 +206,8 @@ def test_test_size_larger_than_the_split(capsys, train_args):
     ("batch-size", "0", "--batch-size must be an integer above 0"),
     ("max-length", "0", "--max-length must be an integer above 0"),
     ("shard-size", "-1", "--shard-size must be an integer above 0"),
+    ("pad-to-multiple-of", "0", "--pad-to-multiple-of must be an integer above 0"),
+    ("max-tokens-per-batch", "0", "--max-tokens-per-batch must be an integer above 0"),
     ("seed", "-1", "--seed must be an integer from 0"),
     ("epochs", "two", "invalid int value: 'two'"),
     ("device", "tpu", "--device must be auto, cpu, cuda or cuda:N"),

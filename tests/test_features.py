@@ -60,6 +60,16 @@ def test_plan_batches_examples():
     assert plan_batches(np.array([], dtype=np.int64), 20) == []
 
 
+def test_plan_batches_with_rounded_widths_repeats_shapes():
+    # widths round up to 32: 40 -> 64 (2 rows of 128 tokens), then 30..5 -> 32 (4 rows)
+    assert plan_batches(np.array([40, 33, 30, 20, 17, 5]), 128, multiple=32) == [(0, 2), (2, 6)]
+    lengths = np.array([31, 30, 20, 19, 18, 17, 16, 3, 2])  # all round to 32: rows 4 every time
+    plan = plan_batches(lengths, 128, multiple=32)
+    assert plan == [(0, 4), (4, 8), (8, 9)]
+    assert {b - a for a, b in plan[:-1]} == {4}  # every full batch has one shape (4, 32)
+    assert plan_batches(lengths, 128) != plan  # exact widths: rows follow each batch's longest text
+
+
 def test_length_order_is_longest_first_and_stable():
     assert length_order(np.array([3, 7, 3, 9, 7])).tolist() == [3, 1, 4, 0, 2]
 
@@ -75,6 +85,13 @@ def test_collate_pads_right_with_exact_mask():
     assert torch.equal(ids, torch.tensor([[4, 4]])) and torch.equal(mask, torch.ones(1, 2, dtype=torch.long))
     ids, _ = collate([[1], [2, 2, 2]], pad_id=99)
     assert ids[0].tolist() == [1, 99, 99]
+
+
+def test_collate_rounds_the_width_up_to_a_multiple():
+    ids, mask = collate([[5, 6, 7], [8]], pad_id=0, multiple=4)
+    assert torch.equal(ids, torch.tensor([[5, 6, 7, 0], [8, 0, 0, 0]]))
+    assert torch.equal(mask, torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]]))
+    assert collate([[1, 2, 3, 4]], pad_id=0, multiple=4)[0].shape == (1, 4)  # already a multiple: no extra column
 
 
 # --------------------------------------------------------------------------- tokenize
@@ -145,6 +162,31 @@ def test_budget_batching_returns_features_in_original_order(distilbert):
         for a, b in plan_batches(shard, 64):
             expected_padded += (b - a) * int(shard[a])
     assert stats.padded_tokens == expected_padded
+
+
+def test_rounded_widths_change_padding_not_features(distilbert):
+    exact, exact_stats = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4)
+    rounded, stats = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4, pad_to_multiple_of=8)
+    assert torch.allclose(rounded, exact, atol=1e-5, rtol=0)
+    assert stats.real_tokens == exact_stats.real_tokens
+    tok = tokenize(distilbert.tokenizer, TEXTS, MAX_LENGTH)
+    lengths = np.array([len(x) for x in tok.ids])
+    order = length_order(lengths)
+    expected = 0
+    for s in range(0, len(TEXTS), 4):
+        shard = lengths[order[s:s + 4]]
+        expected += sum((b - a) * -(-int(shard[a]) // 8) * 8 for a, b in plan_batches(shard, 64, multiple=8))
+    assert stats.padded_tokens == expected > exact_stats.padded_tokens
+
+
+def test_batching_defaults_depend_on_the_device():
+    unset = FeatureConfig()
+    assert (unset.max_tokens_per_batch, unset.shard_size, unset.pad_to_multiple_of) == (None, None, None)
+    cpu, cuda = unset.for_device("cpu"), unset.for_device("cuda")
+    assert (cpu.max_tokens_per_batch, cpu.shard_size, cpu.pad_to_multiple_of) == (4096, 512, 1)
+    assert (cuda.max_tokens_per_batch, cuda.shard_size, cuda.pad_to_multiple_of) == (65536, 8192, 32)
+    mine = FeatureConfig(max_tokens_per_batch=100, shard_size=7, pad_to_multiple_of=8).for_device("cuda")
+    assert (mine.max_tokens_per_batch, mine.shard_size, mine.pad_to_multiple_of) == (100, 7, 8)  # set: kept
 
 
 def test_budget_size_does_not_change_features(distilbert):

@@ -61,21 +61,27 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(lengths), kind="stable")
 
 
-def plan_batches(sorted_lengths: np.ndarray, max_tokens: int) -> list[tuple[int, int]]:
+def padded_width(longest: int, multiple: int = 1) -> int:
+    """A batch's padded length: its longest row, rounded up to a multiple of `multiple`."""
+    return -(-longest // multiple) * multiple
+
+
+def plan_batches(sorted_lengths: np.ndarray, max_tokens: int, multiple: int = 1) -> list[tuple[int, int]]:
     """Split lengths sorted longest-first into (start, end) batches of at most max_tokens padded tokens.
 
-    The first row of a batch is its longest, so rows x first length is the padded size.
+    The first row of a batch is its longest, so rows x its padded width is the padded size; with
+    widths rounded to `multiple`, all full batches of one width have the same shape.
     A text longer than the budget still gets a batch of its own.
     """
     batches, start, n = [], 0, len(sorted_lengths)
     while start < n:
-        rows = max(1, max_tokens // max(1, int(sorted_lengths[start])))
+        rows = max(1, max_tokens // max(1, padded_width(int(sorted_lengths[start]), multiple)))
         batches.append((start, min(n, start + rows)))
         start += rows
     return batches
 
 
-def plan_pass(lengths: np.ndarray, shard_size: int, max_tokens: int) -> list[list[np.ndarray]]:
+def plan_pass(lengths: np.ndarray, shard_size: int, max_tokens: int, multiple: int = 1) -> list[list[np.ndarray]]:
     """The backbone pass as cache shards of batches of text indices, in the order they run.
 
     Texts go longest first; the sorted order is cut into shards of `shard_size` texts (the unit the
@@ -85,13 +91,13 @@ def plan_pass(lengths: np.ndarray, shard_size: int, max_tokens: int) -> list[lis
     shards = []
     for start in range(0, len(order), shard_size):
         index = order[start:start + shard_size]
-        shards.append([index[a:b] for a, b in plan_batches(lengths[index], max_tokens)])
+        shards.append([index[a:b] for a, b in plan_batches(lengths[index], max_tokens, multiple)])
     return shards
 
 
-def collate(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence: (input_ids, attention_mask)."""
-    width = max(len(s) for s in seqs)
+def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence, rounded up to `multiple`: (input_ids, attention_mask)."""
+    width = padded_width(max(len(s) for s in seqs), multiple)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
@@ -124,10 +130,12 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def feature_key_parts(identity: dict, spec: HeadSpec, max_length: int, dtype: torch.dtype | None,
-                      texts: list[str]) -> dict:
-    """Everything that changes the features; head settings (lr, epochs, seed, ...) are deliberately absent."""
-    return {**identity, "point": spec.point, "max_length": max_length,
-            "dtype": str(dtype or torch.float32), "texts": texts_digest(texts), "n": len(texts)}
+                      texts: list[str], shard_size: int) -> dict:
+    """Everything that changes the features, and the shard size, which is the cache's layout (shard i
+    holds the i-th slice of the sorted texts); head settings (lr, epochs, seed, ...) are deliberately absent.
+    """
+    return {**identity, "point": spec.point, "max_length": max_length, "dtype": str(dtype or torch.float32),
+            "texts": texts_digest(texts), "n": len(texts), "shard_size": shard_size}
 
 
 def run_backbone(model: nn.Module, spec: HeadSpec, ids: torch.Tensor, mask: torch.Tensor,
@@ -146,10 +154,11 @@ def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[st
     """Features (len(texts), hidden) in the texts' order, from the cache where possible."""
     start = time.perf_counter()
     model.eval()
+    cfg = cfg.for_device(next(model.parameters()).device.type)
     n_shards = math.ceil(len(texts) / cfg.shard_size)
     cache = None
     if not cfg.no_cache:
-        parts = feature_key_parts(identity, spec, max_length, dtype, texts)
+        parts = feature_key_parts(identity, spec, max_length, dtype, texts, cfg.shard_size)
         cache = FeatureCache(cfg.cache_dir, cache_key(parts), parts)
     shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)} if cache else {}
     missing = [i for i in range(n_shards) if shards.get(i) is None]
@@ -157,18 +166,19 @@ def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[st
     if missing:
         tok = tokenize(tokenizer, texts, max_length)
         lengths = np.array([len(x) for x in tok.ids])
-        plan = plan_pass(lengths, cfg.shard_size, cfg.max_tokens_per_batch)
+        plan = plan_pass(lengths, cfg.shard_size, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of)
         todo = sum(len(batch) for i in missing for batch in plan[i])
         bar = tqdm(total=todo, desc=f"backbone pass {split}".strip(), unit="text", disable=None, leave=False)
         for i in missing:
             chunks = []
             for batch in plan[i]:
-                ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0)
+                ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
                 padded += ids.numel()
-                chunks.append(run_backbone(model, spec, ids, mask, dtype).cpu())
+                # no copy back per batch: on a GPU that would wait for each batch before queueing the next
+                chunks.append(run_backbone(model, spec, ids, mask, dtype))
                 bar.update(len(batch))
             index = np.concatenate(plan[i])
-            shards[i] = {"features": torch.cat(chunks), "index": torch.as_tensor(index, dtype=torch.int64),
+            shards[i] = {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(index, dtype=torch.int64),
                          "lengths": torch.as_tensor(lengths[index], dtype=torch.int32),
                          "truncated": torch.as_tensor(tok.truncated[index], dtype=torch.uint8)}
             if cache:
