@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headtune.metrics import classification_metrics
 
@@ -42,3 +44,18 @@ def test_perfect_predictions_and_plain_float_results():
     m = classification_metrics(labels, list(labels), num_labels=4)
     assert m == {"accuracy": 1.0, "f1": 1.0}
     assert all(type(v) is float for v in m.values())  # JSON-serialisable, not numpy scalars
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=2, max_value=5).flatmap(
+    lambda k: st.tuples(st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)),
+                                             min_size=1, max_size=40))))
+def test_equal_to_scikit_learn(case):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    k, pairs = case
+    labels, preds = np.array([a for a, _ in pairs]), np.array([b for _, b in pairs])
+    m = classification_metrics(labels, preds, num_labels=k)
+    average = dict(pos_label=1, average="binary") if k == 2 else dict(average="macro")
+    assert m["accuracy"] == pytest.approx(accuracy_score(labels, preds), abs=1e-12)
+    assert m["f1"] == pytest.approx(f1_score(labels, preds, zero_division=0.0, **average), abs=1e-12)

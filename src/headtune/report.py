@@ -12,14 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import matplotlib
+# Figure without pyplot: no display needed and no global registry of open figures
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # no display needed; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-
-from . import atomic  # noqa: E402
-from .errors import HeadtuneError, flag  # noqa: E402
-from .training import History  # noqa: E402
+from . import atomic
+from .errors import HeadtuneError, flag
+from .training import History
 
 ARTIFACTS = ("model", "images", "metrics.json")
 BAR_CHART = "images/BAR_CHART.png"
@@ -44,7 +42,8 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> None:
 def bar_chart(history: History, title: str, path: Path) -> None:
     before, after = history.before, history.after
     names = ["Accuracy", "F1"]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
     width = 0.36
     for offset, (label, result, color) in enumerate(
             (("Before (random head)", before, "#9aa5b1"), (f"After {after.epoch} epochs", after, "#2f6db5"))):
@@ -59,13 +58,13 @@ def bar_chart(history: History, title: str, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def line_chart(history: History, title: str, path: Path) -> None:
     epochs = [r.epoch for r in history.epochs]
     accuracy = [r.accuracy for r in history.epochs]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    ax = fig.subplots()
     ax.plot(epochs, accuracy, marker="o", color="#2f6db5", label="Test accuracy")
     for x, y in zip(epochs, accuracy):
         ax.annotate(f"{y:.3f}", (x, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
@@ -79,7 +78,6 @@ def line_chart(history: History, title: str, path: Path) -> None:
     ax.legend(loc="lower right", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_artifacts(output_dir: str | os.PathLike, model, tokenizer, metrics: dict, history: History,
