@@ -50,8 +50,9 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str, sk
             kwargs["action"] = "store_true"
         else:
             kwargs["type"] = str if kind is list else kind
-            kwargs["help"] += f" (default: {default})"
-            kwargs["metavar"] = f.name.split("_")[-1].upper()
+            if default is not None:  # None means "see the help text", which says what happens instead
+                kwargs["help"] += f" (default: {default})"
+            kwargs["metavar"] = f.metadata.get("metavar", f.name.split("_")[-1].upper())
             for key in ("nargs", "choices"):
                 if key in f.metadata:
                     kwargs[key] = f.metadata[key]

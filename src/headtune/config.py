@@ -61,9 +61,9 @@ class DataConfig:
     small_run: bool = field(default=False, metadata=_help(
         f"Use a stratified, seeded sample of {SMALL_RUN_TRAIN:,} train / {SMALL_RUN_TEST:,} test examples."))
     train_size: int | None = field(default=None, metadata=_help(
-        "Stratified, seeded sample of this many training examples (overrides --small-run)."))
+        "Stratified, seeded sample of this many training examples (overrides --small-run). Default: the whole split."))
     test_size: int | None = field(default=None, metadata=_help(
-        "Stratified, seeded sample of this many test examples (overrides --small-run)."))
+        "Stratified, seeded sample of this many test examples (overrides --small-run). Default: the whole split."))
     drop_invalid: bool = field(default=False, metadata=_help(
         "Drop rows whose text is empty, whitespace, null or not a string (default: refuse them)."))
     encoding: str = field(default="utf-8", metadata=_help("Text encoding of local CSV files."))
@@ -121,13 +121,13 @@ class FeatureConfig:
     no_cache: bool = field(default=False, metadata=_help("Do not read or write the feature cache."))
     max_tokens_per_batch: int | None = field(default=None, metadata=_help(
         "Token budget of one backbone batch (rows x padded length) over length-sorted texts. "
-        "Default: 4096 on CPU, 65536 on CUDA."))
+        "Default: 4096 on CPU, 65536 on CUDA.", metavar="TOKENS"))
     shard_size: int | None = field(default=None, metadata=_help(
         "Texts per cache shard; an interrupted backbone pass resumes from the last finished shard. "
         "Default: 512 on CPU, 8192 on CUDA."))
     pad_to_multiple_of: int | None = field(default=None, metadata=_help(
         "Pad each batch's length up to a multiple of this, so batches repeat a few shapes "
-        "(on CUDA each new shape costs a one-time setup). Default: 1 on CPU, 32 on CUDA."))
+        "(on CUDA each new shape costs a one-time setup). Default: 1 on CPU, 32 on CUDA.", metavar="N"))
 
     def __post_init__(self):
         for name in ("max_tokens_per_batch", "shard_size", "pad_to_multiple_of"):
