@@ -181,7 +181,7 @@ def plan_split(tokenizer, texts: list[str], s: Settings, shard_size: int | None)
 
 
 def score(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
-    """Accuracy and F1 as headtune defines them (scikit-learn underneath), so every system is scored alike."""
+    """Accuracy and F1 as headtune defines them (`headtune.metrics`), so every system is scored alike."""
     return classification_metrics(labels, predictions, num_labels)
 
 

@@ -42,7 +42,7 @@ class HeadSpec:
 
 def _attend_first(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head attention of the first token's query (B, 1, H) over all keys/values (B, T, H)."""
-    b, t, h = k.shape
+    b, _, h = k.shape
     d = h // heads
 
     def split(x):
