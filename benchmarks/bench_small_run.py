@@ -320,12 +320,13 @@ def run_headtune(s: Settings, splits: Splits, work: Path, warm: bool) -> Result:
                   {"command": shlex.join(command), "backbone_pass": passes, "timings_s": timings,
                    "costs_in_process_systems_skip": fixed,
                    "backbone_seconds": sum(p["seconds"] for p in passes.values()),
-                   "same_texts": same_texts(cache_dir, splits), "history": metrics["history"]})
+                   "same_texts": same_texts(cache_dir, splits), "history": metrics["history"],
+                   "model_loaded": metrics["environment"]["model_loaded"]})
 
 
 def same_texts(cache_dir: Path, splits: Splits) -> bool:
     """Whether headtune's cache holds exactly this benchmark's train and test texts (keys hash the texts)."""
-    cached = {json.loads(p.read_text())["texts"] for p in cache_dir.glob("*/key.json")}
+    cached = {json.loads(p.read_text()).get("texts") for p in cache_dir.glob("*/key.json")}  # bodies: no texts
     return {texts_digest(splits.train.texts), texts_digest(splits.test.texts)} <= cached
 
 

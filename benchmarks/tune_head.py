@@ -25,6 +25,7 @@ import _common as common  # noqa: E402
 from headtune.config import DataConfig, FeatureConfig, ModelConfig, TrainConfig  # noqa: E402
 from headtune.data import load_splits  # noqa: E402
 from headtune.features import extract_features  # noqa: E402
+from headtune.heads import new_head  # noqa: E402
 from headtune.modeling import check_model, load_for_training  # noqa: E402
 from headtune.training import CachedInputs, train_head  # noqa: E402
 
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     common.quiet_libraries()
     model_cfg = ModelConfig(model=args.model or common.minilm_path(), max_length=args.max_length, device="cpu")
-    tokenizer = check_model(model_cfg)
+    tokenizer, _ = check_model(model_cfg)
     splits = load_splits(DataConfig(dataset=args.dataset, train_size=args.train_size, test_size=args.test_size),
                          SAMPLE_SEED)
     loaded = load_for_training(model_cfg, splits.label_names, SAMPLE_SEED, tokenizer)
@@ -83,11 +84,11 @@ def main(argv: list[str] | None = None) -> None:
         per_seed = []
         for seed in args.seeds:
             # a fresh seeded head, exactly as `headtune train --seed` builds it
-            fresh = load_for_training(model_cfg, splits.label_names, seed, tokenizer)
-            model, spec = fresh.model, fresh.spec
+            head = new_head(loaded.spec, loaded.model.config, len(splits.label_names), seed)
             cfg = TrainConfig(epochs=args.epochs, lr=lr, batch_size=batch_size, lr_schedule=schedule, seed=seed)
-            history = train_head(model, spec, CachedInputs(model, spec, features["train"]), splits.train.labels,
-                                 CachedInputs(model, spec, features["test"]), splits.test.labels, cfg)
+            history = train_head(head, CachedInputs(head, features["train"]), splits.train.labels,
+                                 CachedInputs(head, features["test"]), splits.test.labels,
+                                 len(splits.label_names), cfg)
             per_seed.append({"seed": seed, "accuracy_per_epoch": [r.accuracy for r in history.epochs],
                              "f1": history.after.f1})
         finals = [r["accuracy_per_epoch"][-1] for r in per_seed]

@@ -1,4 +1,4 @@
-"""heads: the head-only path (cached features + the model's own head) equals the full model's forward."""
+"""heads: the head-only path (cached features + a standalone head) equals the full model's forward."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -10,7 +10,7 @@ from torch import nn
 from headtune import heads
 from headtune.config import FeatureConfig, ModelConfig
 from headtune.features import extract_features
-from headtune.heads import HEADS, head_parameters, head_spec, set_head_training
+from headtune.heads import HEADS, head_parameters, head_spec, model_head, new_head
 from headtune.modeling import load_for_training
 
 MAX_LENGTH = 40
@@ -29,20 +29,25 @@ def load(path, labels=("neg", "pos"), seed=0):
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "bert", "roberta"])
-def test_head_on_cached_features_equals_full_model_logits(arch, tiny_models):
+def test_standalone_head_on_cached_features_equals_full_model_logits(arch, tiny_models):
     loaded = load(tiny_models[arch], labels=("a", "b", "c"))
     model, spec = loaded.model, loaded.spec
     assert spec is HEADS[arch] and spec.cached
+    head = new_head(spec, model.config, 3, seed=0)
     with torch.no_grad():  # a random head of realistic scale, so logits differ clearly between texts
-        for p in head_parameters(model, spec):
+        for p in head.parameters():
             p.normal_(0, 0.5)
+    # the standalone head holds exactly the model's head keys: load it into the model
+    model_head_keys = {k for k in model.state_dict() if k.split(".")[0] in spec.modules}
+    assert set(head.state_dict()) == model_head_keys
+    model.load_state_dict(head.state_dict(), strict=False)
 
     features, _ = extract_features(model, spec, loaded.tokenizer, TEXTS, max_length=MAX_LENGTH,
                                    cfg=FeatureConfig(no_cache=True, max_tokens_per_batch=50, shard_size=4),
                                    identity=loaded.identity, dtype=None)
-    set_head_training(model, spec, False)
+    head.eval()
     with torch.no_grad():
-        head_logits = spec.logits(model, features)
+        head_logits = head(features)
 
         model.eval()
         enc = loaded.tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
@@ -55,15 +60,43 @@ def test_head_on_cached_features_equals_full_model_logits(arch, tiny_models):
     assert (full_logits.max(0).values - full_logits.min(0).values).min() > 1e-3  # not a constant output
 
 
-def test_set_head_training_keeps_backbone_in_eval(tiny_models):
+@pytest.mark.parametrize("arch", ["distilbert", "bert", "roberta"])
+def test_standalone_head_has_the_models_dropout_and_init_scale(arch, tiny_models):
+    config = load(tiny_models[arch]).model.config
+    head = new_head(HEADS[arch], config, 2, seed=0)
+    rates = {m.p for m in head.modules() if isinstance(m, nn.Dropout)}
+    assert rates == {config.seq_classif_dropout if arch == "distilbert" else config.hidden_dropout_prob}
+    for name, tensor in head.state_dict().items():
+        if name.endswith("bias"):
+            assert torch.equal(tensor, torch.zeros_like(tensor)), name
+        elif tensor.numel() > 500:  # N(0, initializer_range): the sample's spread is near it
+            assert abs(tensor.std().item() - config.initializer_range) < 0.2 * config.initializer_range, name
+
+
+def test_new_head_depends_on_the_seed_only(tiny_models):
+    config = load(tiny_models["distilbert"]).model.config
+    spec = HEADS["distilbert"]
+    first = new_head(spec, config, 2, seed=7).state_dict()
+    torch.manual_seed(123)  # the global RNG plays no part
+    torch.rand(5)
+    again = new_head(spec, config, 2, seed=7).state_dict()
+    other = new_head(spec, config, 2, seed=8).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["classifier.weight"], other["classifier.weight"])
+
+
+def test_model_head_trains_only_the_head_modules_and_keeps_backbone_in_eval(tiny_models):
     loaded = load(tiny_models["distilbert"])
     model, spec = loaded.model, loaded.spec
-    set_head_training(model, spec, True)
-    head = {m for name in spec.modules for m in getattr(model, name).modules()}
+    head = model_head(model, spec)
+    assert [id(p) for p in head.parameters()] == [id(p) for p in head_parameters(model, spec)]
+    head.train()
+    in_head = {m for name in spec.modules for m in getattr(model, name).modules()}
     for module in model.modules():
-        assert module.training == (module in head), module
+        if module is not model:
+            assert module.training == (module in in_head), module
     assert model.dropout.training and not model.distilbert.training
-    set_head_training(model, spec, False)
+    head.eval()
     assert not any(m.training for m in model.modules())
 
 
@@ -77,7 +110,7 @@ def test_unregistered_type_falls_back_to_modules_from_new_keys():
     model = SimpleNamespace(config=SimpleNamespace(model_type="no-such-arch"))
     spec = head_spec(model, {"score.weight", "score.bias", "pre_score.dense.weight", "pre_score.dense.bias"})
     assert spec.cached is False
-    assert spec.features is None and spec.logits is None
+    assert spec.features is None and spec.head is None
     assert spec.point == "full-model"
     assert spec.modules == ("pre_score", "score")
     assert head_spec(model, set()).modules == ()

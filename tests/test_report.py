@@ -44,9 +44,16 @@ def test_charts_are_valid_pngs(tmp_path):
     assert_png(tmp_path / "flat.png")
 
 
+def save(loaded):
+    def write(folder):
+        loaded.model.save_pretrained(folder)
+        loaded.tokenizer.save_pretrained(folder)
+    return write
+
+
 def test_write_artifacts_then_refuse_then_overwrite(loaded, tmp_path):
     out = tmp_path / "run"
-    write_artifacts(out, loaded.model, loaded.tokenizer, {"run": 1}, history(0.5, 0.6), "t", overwrite=False)
+    write_artifacts(out, save(loaded), {"run": 1}, history(0.5, 0.6), "t", overwrite=False)
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "images", BAR_CHART, LINE_CHART, "metrics.json", "model", "model/config.json", "model/model.safetensors",
         "model/tokenizer.json", "model/tokenizer_config.json"]
@@ -55,10 +62,10 @@ def test_write_artifacts_then_refuse_then_overwrite(loaded, tmp_path):
     assert_png(out / LINE_CHART)
 
     with pytest.raises(HeadtuneError, match="--overwrite"):
-        write_artifacts(out, loaded.model, loaded.tokenizer, {"run": 2}, history(0.5, 0.6), "t", overwrite=False)
+        write_artifacts(out, save(loaded), {"run": 2}, history(0.5, 0.6), "t", overwrite=False)
     assert json.loads((out / "metrics.json").read_text()) == {"run": 1}  # the earlier run survives
 
-    write_artifacts(out, loaded.model, loaded.tokenizer, {"run": 3}, history(0.5, 0.6), "t", overwrite=True)
+    write_artifacts(out, save(loaded), {"run": 3}, history(0.5, 0.6), "t", overwrite=True)
     assert json.loads((out / "metrics.json").read_text()) == {"run": 3}
     assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.json", "model"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left beside it

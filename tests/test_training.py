@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModel, DistilBertConfig
+from transformers import AutoConfig, AutoModel, DistilBertConfig
 
 import headtune
 from headtune.config import FeatureConfig, ModelConfig, TrainConfig
 from headtune.features import extract_features, tokenize
+from headtune.heads import HEADS, model_head, new_head
 from headtune.modeling import load_for_training
 from headtune.training import CachedInputs, FullModelInputs, lr_factor, predict_logits, train_head
 
@@ -53,11 +54,10 @@ def test_backbone_is_bit_identical_and_head_changed(trained, learnable_distilber
         assert torch.equal(saved[f"distilbert.{key}"], tensor), key
 
     # the head it started from: the same seeded init that training began with
-    initial = load_for_training(ModelConfig(model=str(learnable_distilbert), max_length=MAX_LENGTH, device="cpu"),
-                                ["neg", "pos"], seed=0).model.state_dict()
-    for name in HEAD:
-        for p in ("weight", "bias"):
-            assert not torch.equal(saved[f"{name}.{p}"], initial[f"{name}.{p}"]), f"{name}.{p} did not train"
+    initial = new_head(HEADS["distilbert"], AutoConfig.from_pretrained(learnable_distilbert), 2, seed=0).state_dict()
+    assert set(initial) == {f"{m}.{p}" for m in HEAD for p in ("weight", "bias")}
+    for key, tensor in initial.items():
+        assert not torch.equal(saved[key], tensor), f"{key} did not train"
     assert metrics["parameters"]["trainable"] == (64 * 64 + 64) + (64 * 2 + 2)
 
 
@@ -91,21 +91,25 @@ def test_train_head_in_memory_touches_only_the_head(tiny_models, sentiment_dir):
                                            device="cpu"), ["neg", "pos"], seed=0)
     model, spec = loaded.model, loaded.spec
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    head = new_head(spec, model.config, 2, seed=0)
+    head_before = {k: v.clone() for k, v in head.state_dict().items()}
+    rng_before = torch.get_rng_state()
 
     def features(texts):
         return extract_features(model, spec, loaded.tokenizer, texts, max_length=MAX_LENGTH,
                                 cfg=FeatureConfig(no_cache=True), identity=loaded.identity, dtype=None)[0]
 
-    history = train_head(model, spec, CachedInputs(model, spec, features(train.text.tolist())),
-                         train.label.to_numpy().copy(), CachedInputs(model, spec, features(test.text.tolist())),
-                         test.label.to_numpy().copy(), TrainConfig(epochs=2, batch_size=16, seed=0))
+    history = train_head(head, CachedInputs(head, features(train.text.tolist())), train.label.to_numpy().copy(),
+                         CachedInputs(head, features(test.text.tolist())), test.label.to_numpy().copy(), 2,
+                         TrainConfig(epochs=2, batch_size=16, seed=0))
     assert [r.epoch for r in history.epochs] == [0, 1, 2]
     after = model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the model is untouched
+    assert all(p.grad is None for p in model.parameters())  # no gradient reached the backbone
+    changed = {k for k, v in head.state_dict().items() if not torch.equal(v, head_before[k])}
     assert changed == {f"{m}.{p}" for m in HEAD for p in ("weight", "bias")}
-    for name, p in model.named_parameters():
-        assert (p.grad is None) == (name.split(".")[0] not in HEAD), name  # no gradient reached the backbone
-    assert not any(m.training for m in model.modules())  # left in eval mode
+    assert not any(m.training for m in head.modules())  # left in eval mode
+    assert torch.equal(torch.get_rng_state(), rng_before)  # dropout's seeding did not leak into the caller
 
 
 def test_full_model_inputs_predict_in_original_order(tiny_models):
@@ -115,7 +119,7 @@ def test_full_model_inputs_predict_in_original_order(tiny_models):
     texts = ["great", "the plot was a mess and the actor was awful", "dull film", "a superb and moving story",
              "boring"]
     ids = tokenize(loaded.tokenizer, texts, MAX_LENGTH).ids
-    logits = predict_logits(model, spec, FullModelInputs(model, ids, 0), batch_size=2)
+    logits = predict_logits(model_head(model, spec), FullModelInputs(model, ids, 0), batch_size=2)
     with torch.no_grad():
         one_by_one = torch.cat([model(input_ids=torch.tensor([x])).logits for x in ids])
     assert torch.allclose(logits, one_by_one, atol=1e-5, rtol=0)
@@ -134,18 +138,17 @@ def test_lr_schedule_is_applied_per_step(tiny_models):
     loaded = load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
                                            device="cpu"), ["neg", "pos"], seed=0)
     model, spec = loaded.model, loaded.spec
-    start = {k: v.clone() for k, v in model.state_dict().items()}
+    start = new_head(spec, model.config, 2, seed=0).state_dict()
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(32, model.config.dim, generator=generator)
     labels = (features[:, 0] > 0).long().numpy()
 
     def head_after(schedule: str, epochs: int) -> dict[str, torch.Tensor]:
-        model.load_state_dict(start)
-        torch.manual_seed(0)  # the head's dropout draws from the global generator
-        inputs = CachedInputs(model, spec, features)
+        head = new_head(spec, model.config, 2, seed=0)
+        inputs = CachedInputs(head, features)
         cfg = TrainConfig(epochs=epochs, batch_size=32, lr=1e-2, lr_schedule=schedule, seed=0)
-        train_head(model, spec, inputs, labels, inputs, labels, cfg)
-        return {k: v.clone() for k, v in model.state_dict().items() if k.split(".")[0] in HEAD}
+        train_head(head, inputs, labels, inputs, labels, 2, cfg)
+        return head.state_dict()
 
     def distance(head):
         return sum((head[k] - start[k]).norm() ** 2 for k in head) ** 0.5
@@ -157,6 +160,3 @@ def test_lr_schedule_is_applied_per_step(tiny_models):
     linear, constant = head_after("linear", 2), head_after("constant", 2)
     assert not all(torch.equal(linear[k], constant[k]) for k in linear)
     assert distance(linear) < distance(constant)
-    for name, p in model.named_parameters():
-        if name.split(".")[0] not in HEAD:
-            assert torch.equal(p, start[name]), name

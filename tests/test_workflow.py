@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
-from transformers import AutoModel, ElectraConfig, pipeline
+from transformers import AutoModel, AutoModelForSequenceClassification, ElectraConfig, pipeline
 
 import headtune
 from headtune.errors import HeadtuneError
@@ -177,3 +177,79 @@ def test_unmapped_architecture_falls_back_and_still_yields_a_checkpoint(tiny_ele
         assert torch.equal(saved[f"electra.{key}"], tensor), key  # the backbone is untouched
     predictions = headtune.predict(TEXTS, model=str(tmp_path / "out" / "model"), device="cpu")
     assert [list(p) for p in predictions] == [["text", "neg_prob", "pos_prob", "label"]] * len(TEXTS)
+
+
+# --------------------------------------------------------------------------- a warm cache: no model load
+
+def comparable(metrics: dict) -> dict:
+    """metrics without what differs between a cold and a warm run of the same settings."""
+    metrics = json.loads(json.dumps(metrics))
+    for key in ("timings_s", "backbone_pass"):
+        metrics.pop(key)
+    for row in metrics["history"]:
+        row.pop("seconds")
+    metrics["environment"].pop("model_loaded")
+    metrics["config"]["output"].pop("output_dir")
+    return metrics
+
+
+def test_warm_run_writes_the_same_checkpoint_without_loading_the_model(tiny_models, sentiment_dir, tmp_path,
+                                                                       monkeypatch):
+    settings = dict(train_size=64, test_size=32, epochs=2, seed=3)
+    cold = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "cold"), **settings)
+    assert cold["environment"]["model_loaded"] is True
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a warm run loaded the model")
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained", refuse)
+    warm = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "warm"), **settings)
+    assert warm["environment"]["model_loaded"] is False
+    assert comparable(warm) == comparable(cold)
+    assert {s: p["computed_shards"] for s, p in warm["backbone_pass"].items()} == {"train": 0, "test": 0}
+
+    saved = {run: load_file(tmp_path / run / "model" / "model.safetensors") for run in ("cold", "warm")}
+    assert saved["cold"].keys() == saved["warm"].keys()
+    assert all(torch.equal(saved["cold"][k], saved["warm"][k]) for k in saved["cold"])
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "warm" / "model" / name).read_bytes() == (tmp_path / "cold" / "model" / name).read_bytes()
+
+    # head settings still change the head, from the cache alone (not the seed: it also draws the sample)
+    other = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "lr"), lr=0.1, **settings)
+    assert other["environment"]["model_loaded"] is False
+    changed = load_file(tmp_path / "lr" / "model" / "model.safetensors")
+    assert not torch.equal(changed["classifier.weight"], saved["cold"]["classifier.weight"])
+    assert all(torch.equal(changed[k], saved["cold"][k]) for k in saved["cold"] if k.startswith("bert."))
+
+
+def test_a_lost_model_body_loads_the_model_once_more(tiny_models, sentiment_dir, tmp_path):
+    settings = dict(train_size=64, test_size=32, epochs=1)
+    train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "a"), **settings)
+    (body,) = (tmp_path / "cache").glob("*/body.safetensors")
+    body.unlink()
+    again = train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "b"), **settings)
+    assert again["environment"]["model_loaded"] is True
+    assert {s: p["computed_shards"] for s, p in again["backbone_pass"].items()} == {"train": 0, "test": 0}
+    assert body.exists()  # stored again
+
+
+def test_backbone_weights_missing_from_the_checkpoint_are_never_cached(tokenizer, sentiment_dir, tmp_path, caplog):
+    from conftest import tiny_config
+    from transformers import BertModel
+
+    folder = tmp_path / "no-pooler"  # a BERT checkpoint without the pooler the head reads from
+    torch.manual_seed(0)
+    BertModel(tiny_config("bert"), add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    settings = dict(train_size=64, test_size=32, epochs=1)
+    with caplog.at_level(logging.WARNING):
+        train(tmp_path, sentiment_dir, folder, output_dir=str(tmp_path / "a"), **settings)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
+    assert len(warnings) == 1 and "pooler.dense.weight" in warnings[0] and "not cached" in warnings[0]
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.safetensors"))
+    second = train(tmp_path, sentiment_dir, folder, output_dir=str(tmp_path / "b"), **settings, seed=5)
+    assert second["environment"]["model_loaded"] is True
+    assert second["backbone_pass"]["train"]["cached_shards"] == 0
+    # the saved model holds the random pooler its features came from: it predicts what was evaluated
+    saved = load_file(tmp_path / "b" / "model" / "model.safetensors")
+    assert "bert.pooler.dense.weight" in saved

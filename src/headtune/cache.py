@@ -24,7 +24,7 @@ from . import atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the layout or the meaning of a shard changes
+FORMAT = 2  # bump when the layout or the meaning of a cached file changes (2: checkpoint bodies)
 
 
 def texts_digest(texts: list[str]) -> str:
@@ -59,9 +59,20 @@ class FeatureCache:
     def shard_path(self, i: int) -> Path:
         return self.folder / f"shard-{i:05d}.safetensors"
 
+    def has(self, i: int) -> bool:
+        return self.shard_path(i).exists()
+
     def load(self, i: int, names: set[str]) -> dict[str, torch.Tensor] | None:
         """Shard i's tensors, or None when it is missing or damaged (then it is deleted)."""
-        path = self.shard_path(i)
+        found = self.read(self.shard_path(i), names)
+        return None if found is None else found[0]
+
+    def save(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
+        self.write(self.shard_path(i), tensors)
+
+    def read(self, path: Path, names: set[str] | None = None) -> tuple[dict[str, torch.Tensor], dict] | None:
+        """(tensors, metadata) of a file of this entry, or None when it is missing or damaged (then it is
+        deleted). `names`: the tensors it must hold, if known."""
         if not path.exists():
             return None
         try:
@@ -69,30 +80,31 @@ class FeatureCache:
             with open(path, "rb") as f:  # the checksum lives in the header metadata
                 header_len = int.from_bytes(f.read(8), "little")
                 meta = json.loads(f.read(header_len)).get("__metadata__", {})
-            ok = set(tensors) == names and meta.get("sha256") == _checksum(tensors)
+            ok = (names is None or set(tensors) == names) and meta.get("sha256") == _checksum(tensors)
             reason = "checksum mismatch"
         except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as err:
             ok, reason = False, str(err).splitlines()[0] if str(err) else type(err).__name__
         if ok:
-            return tensors
-        log.warning("feature cache file %s is damaged (%s); recomputing it", path, reason)
+            return tensors, meta
+        log.warning("cache file %s is damaged (%s); recomputing it", path, reason)
         path.unlink(missing_ok=True)
         return None
 
-    def save(self, i: int, tensors: dict[str, torch.Tensor]) -> None:
-        """Write shard i atomically: a temporary file in the same folder, fsynced, then renamed."""
+    def write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
+        """Write a file of this entry atomically: a temporary file in the same folder, fsynced, then renamed."""
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "key.json"
         if not key_file.exists():
             atomic.write_bytes(key_file, json.dumps(self.parts, indent=2, sort_keys=True).encode())
-        atomic.remove_stale(self.folder, "shard")  # left by a run killed mid-write
+        stem = path.name.split("-")[0].split(".")[0]
+        atomic.remove_stale(self.folder, stem)  # left by a run killed mid-write
         tensors = {name: t.contiguous() for name, t in tensors.items()}
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=atomic.temp_prefix("shard"))
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=atomic.temp_prefix(stem))
         os.close(fd)
         try:
-            save_file(tensors, tmp, metadata={"sha256": _checksum(tensors)})
+            save_file(tensors, tmp, metadata={**(meta or {}), "sha256": _checksum(tensors)})
             atomic.fsync_file(tmp)
-            os.replace(tmp, self.shard_path(i))
+            os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -148,6 +148,31 @@ def run_backbone(model: nn.Module, spec: HeadSpec, ids: torch.Tensor, mask: torc
         return spec.features(model, ids, mask).float()
 
 
+def feature_cache(spec: HeadSpec, texts: list[str], *, max_length: int, cfg: FeatureConfig, identity: dict,
+                  dtype: torch.dtype | None) -> FeatureCache | None:
+    """The cache entry of these features (`cfg` resolved for the device), or None with --no-cache."""
+    if cfg.no_cache:
+        return None
+    parts = feature_key_parts(identity, spec, max_length, dtype, texts, cfg.shard_size)
+    return FeatureCache(cfg.cache_dir, cache_key(parts), parts)
+
+
+def cached_features(spec: HeadSpec, texts: list[str], *, device: torch.device, max_length: int, cfg: FeatureConfig,
+                    identity: dict, dtype: torch.dtype | None) -> tuple[torch.Tensor, PassStats] | None:
+    """The features, when every shard is in the cache; None otherwise. Needs no model, so a run whose
+    features are all cached never loads (or imports the code of) the backbone."""
+    start = time.perf_counter()
+    cfg = cfg.for_device(device.type)
+    cache = feature_cache(spec, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    n_shards = math.ceil(len(texts) / cfg.shard_size)
+    if cache is None or not all(cache.has(i) for i in range(n_shards)):
+        return None
+    shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)}
+    if any(shard is None for shard in shards.values()):  # damaged: the full pass recomputes those shards
+        return None
+    return _assemble(shards, len(texts)), _stats(shards, len(texts), 0, 0, start)
+
+
 def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[str], *, max_length: int,
                      cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None,
                      split: str = "") -> tuple[torch.Tensor, PassStats]:
@@ -156,10 +181,7 @@ def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[st
     model.eval()
     cfg = cfg.for_device(next(model.parameters()).device.type)
     n_shards = math.ceil(len(texts) / cfg.shard_size)
-    cache = None
-    if not cfg.no_cache:
-        parts = feature_key_parts(identity, spec, max_length, dtype, texts, cfg.shard_size)
-        cache = FeatureCache(cfg.cache_dir, cache_key(parts), parts)
+    cache = feature_cache(spec, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
     shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)} if cache else {}
     missing = [i for i in range(n_shards) if shards.get(i) is None]
     padded = 0
@@ -184,12 +206,14 @@ def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[st
             if cache:
                 cache.save(i, shards[i])
         bar.close()
-    features = _assemble(shards, len(texts))
-    lengths_all = torch.cat([s["lengths"] for s in shards.values()])
+    return _assemble(shards, len(texts)), _stats(shards, len(texts), padded, len(missing), start)
+
+
+def _stats(shards: dict[int, dict[str, torch.Tensor]], n: int, padded: int, computed: int, start: float) -> PassStats:
+    lengths = torch.cat([s["lengths"] for s in shards.values()])
     truncated = int(torch.cat([s["truncated"] for s in shards.values()]).sum())
-    stats = PassStats(len(texts), int(lengths_all.sum()), padded, truncated,
-                      n_shards - len(missing), len(missing), time.perf_counter() - start)
-    return features, stats
+    return PassStats(n, int(lengths.sum()), padded, truncated, len(shards) - computed, computed,
+                     time.perf_counter() - start)
 
 
 def _assemble(shards: dict[int, dict[str, torch.Tensor]], n: int) -> torch.Tensor:

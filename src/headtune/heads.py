@@ -1,9 +1,10 @@
 """Where each architecture's classification head starts, so the backbone can run once.
 
 For a registered architecture, `features` runs the frozen backbone up to the input of
-the head, and `logits` runs the model's *own* head modules on those features, exactly
-as its `forward` would. Training those modules in place means the saved folder is an
-ordinary `AutoModelForSequenceClassification` checkpoint.
+the head, and `head` builds a standalone copy of the model's classification head: the
+same layers under the same names, so its state dict holds exactly the checkpoint's head
+keys and its logits on the features equal the full model's `forward` (tests check both).
+Training a standalone head means a run whose features are cached never needs the model.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class HeadSpec:
     point: str  # what the head reads; part of the feature-cache key
     modules: tuple[str, ...]  # the model's attributes that make up the head (dropout included)
     features: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None
-    logits: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None
+    head: Callable[[object, int], nn.Module] | None  # (model config, number of labels) -> untrained head
     # The same tensor from an ordinary full forward of the backbone: what `features` must equal (tests),
     # and what a user's own encode-once script would run (the benchmarks' baselines).
     reference: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
@@ -111,28 +112,77 @@ def _pooled(model, input_ids, attention_mask):
 # --------------------------------------------------------------------------- the heads
 
 
-def _distilbert_head(model, x):  # DistilBertForSequenceClassification.forward after the backbone
-    return model.classifier(model.dropout(torch.relu(model.pre_classifier(x))))
+def _dropout(config) -> float:
+    return config.classifier_dropout if getattr(config, "classifier_dropout", None) is not None \
+        else config.hidden_dropout_prob
 
 
-def _bert_head(model, x):  # BertForSequenceClassification.forward after the pooler
-    return model.classifier(model.dropout(x))
+class DistilBertHead(nn.Module):  # DistilBertForSequenceClassification.forward after the backbone
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        self.pre_classifier = nn.Linear(config.dim, config.dim)
+        self.dropout = nn.Dropout(config.seq_classif_dropout)
+        self.classifier = nn.Linear(config.dim, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(torch.relu(self.pre_classifier(x))))
 
 
-def _roberta_head(model, x):  # RobertaClassificationHead reads [:, 0, :] of the sequence it is given
-    return model.classifier(x[:, None, :])
+class BertHead(nn.Module):  # BertForSequenceClassification.forward after the pooler
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        self.dropout = nn.Dropout(_dropout(config))
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(x))
 
 
-_ROBERTA = HeadSpec("last_hidden_state[:, 0]", ("classifier",), _bert_first, _roberta_head, _first_token)
+class _RobertaClassifier(nn.Module):  # RobertaClassificationHead, on the first token's features
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(_dropout(config))
+        self.out_proj = nn.Linear(config.hidden_size, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(torch.tanh(self.dense(self.dropout(x))))
+        return self.out_proj(x)
+
+
+class RobertaHead(nn.Module):  # RobertaForSequenceClassification: the head is the `classifier` module
+    def __init__(self, config, num_labels: int):
+        super().__init__()
+        self.classifier = _RobertaClassifier(config, num_labels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
+_ROBERTA = HeadSpec("last_hidden_state[:, 0]", ("classifier",), _bert_first, RobertaHead, _first_token)
 
 HEADS: dict[str, HeadSpec] = {
     "distilbert": HeadSpec("last_hidden_state[:, 0]", ("pre_classifier", "dropout", "classifier"),
-                           _distilbert_first, _distilbert_head, _first_token),
-    "bert": HeadSpec("pooler_output", ("dropout", "classifier"), _bert_pooled_fast, _bert_head, _pooled),
+                           _distilbert_first, DistilBertHead, _first_token),
+    "bert": HeadSpec("pooler_output", ("dropout", "classifier"), _bert_pooled_fast, BertHead, _pooled),
     "roberta": _ROBERTA,
     "xlm-roberta": _ROBERTA,
     "camembert": _ROBERTA,
 }
+
+
+def new_head(spec: HeadSpec, config, num_labels: int, seed: int) -> nn.Module:
+    """The untrained head, initialised as transformers initialises these layers (weights ~ N(0, initializer_range),
+    biases 0), from its own seeded generator: the same seed gives the same head whether or not the model
+    was loaded in this run, and whatever else drew from torch's global RNG before."""
+    head = spec.head(config, num_labels)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in head.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, config.initializer_range, generator=generator)
+                module.bias.zero_()
+    return head
 
 
 def head_spec(model: nn.Module, new_keys: set[str]) -> HeadSpec:
@@ -144,11 +194,11 @@ def head_spec(model: nn.Module, new_keys: set[str]) -> HeadSpec:
     return HeadSpec("full-model", modules, None, None)
 
 
-def set_head_training(model: nn.Module, spec: HeadSpec, training: bool) -> None:
-    """Backbone always in eval mode (no dropout on frozen features); head modules as asked."""
+def model_head(model: nn.Module, spec: HeadSpec) -> nn.Module:
+    """The fallback's head: the model's own head modules, trained in place. The model stays in eval mode,
+    so `train()` on this container switches dropout on in the head only."""
     model.eval()
-    for name in spec.modules:
-        getattr(model, name).train(training)
+    return nn.ModuleDict({name: getattr(model, name) for name in spec.modules})
 
 
 def head_parameters(model: nn.Module, spec: HeadSpec) -> list[nn.Parameter]:

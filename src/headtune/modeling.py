@@ -5,6 +5,7 @@ and no code from the Hub runs unless they opt in (`--trust-remote-code`).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -36,6 +37,9 @@ class LoadedModel:
     spec: HeadSpec
     max_positions: int  # longest input the model accepts, in tokens
     identity: dict  # what identifies the weights and tokenizer, for the feature-cache key
+    # backbone weights the checkpoint lacked, so loading initialised them at random (e.g. BERT's pooler):
+    # features then depend on --seed, so they must not be cached
+    random_backbone: tuple[str, ...] = ()
 
 
 def _check_local_folder(path: Path, allow_pickle: bool, what: str = "model") -> None:
@@ -111,7 +115,8 @@ def check_max_length(max_length: int, limit: int) -> None:
 
 def check_model(cfg: ModelConfig):
     """Check everything about --model that is cheap to check (folder, weights, tokenizer, config, --max-length),
-    so a bad model stops the run before the data is read or any weights are loaded. Returns the tokenizer."""
+    so a bad model stops the run before the data is read or any weights are loaded.
+    Returns (tokenizer, config); neither needs the model's code."""
     from transformers import AutoConfig
 
     if hub.looks_local(cfg.model):
@@ -119,7 +124,7 @@ def check_model(cfg: ModelConfig):
     tokenizer = load_tokenizer(cfg.model, cfg)
     config = _load(AutoConfig, cfg.model, cfg)
     check_max_length(cfg.max_length, max_positions(config, tokenizer))
-    return tokenizer
+    return tokenizer, config
 
 
 def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, tokenizer=None) -> LoadedModel:
@@ -129,7 +134,7 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     """
     from transformers import AutoModelForSequenceClassification
 
-    tokenizer = tokenizer if tokenizer is not None else check_model(cfg)
+    tokenizer = tokenizer if tokenizer is not None else check_model(cfg)[0]
     # The new head is initialised from torch's global RNG: seeding here makes it reproducible.
     torch.manual_seed(seed)
     model, info = _load(
@@ -154,7 +159,12 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     trainable, frozen = freeze_backbone(model, spec)
     log.info("model %s (%s): %s trainable head parameters (%s), %s frozen", cfg.model, model.config.model_type,
              f"{trainable:,}", "+".join(spec.modules), f"{frozen:,}")
-    return LoadedModel(model, tokenizer, spec, limit, identity(cfg, model, tokenizer))
+    head_keys = tuple(f"{name}." for name in spec.modules)
+    random_backbone = tuple(sorted(k for k in new_keys if not k.startswith(head_keys))) if spec.cached else ()
+    if random_backbone:
+        log.warning("'%s' lacks backbone weights (%s), initialised at random from --seed; its features are not "
+                    "cached", cfg.model, ", ".join(random_backbone))
+    return LoadedModel(model, tokenizer, spec, limit, identity(cfg, model, tokenizer), random_backbone)
 
 
 def freeze_backbone(model: nn.Module, spec: HeadSpec) -> tuple[int, int]:
@@ -179,6 +189,13 @@ def _weights_folder(name: str, cfg: ModelConfig) -> Path | None:
 
 
 def _sha256(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    """A file's SHA-256, hashed once per process while its size and modification time stay the same."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
@@ -186,8 +203,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def identity(cfg: ModelConfig, model: nn.Module, tokenizer) -> dict:
-    """Everything about the model and tokenizer that changes the features: weights by content, not by name."""
+def identity(cfg: ModelConfig, model_or_config, tokenizer) -> dict:
+    """Everything about the model and tokenizer that changes the features: weights by content, not by name.
+    Needs only the model's config, so a run can look its features up without loading the model."""
+    config = getattr(model_or_config, "config", model_or_config)
     folder = _weights_folder(cfg.model, cfg)
     weights = {}
     if folder is not None:
@@ -195,7 +214,7 @@ def identity(cfg: ModelConfig, model: nn.Module, tokenizer) -> dict:
         weights = {p.name: _sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
     if not weights:  # no file to hash: fall back to the revision the Hub resolved
         weights = {"name": cfg.model, "revision": cfg.revision,
-                   "commit": getattr(model.config, "_commit_hash", None)}
+                   "commit": getattr(config, "_commit_hash", None)}
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:  # truncation/padding are settings of the last call, not of the tokenizer: left out
         tok_state = json.dumps({k: v for k, v in json.loads(backend.to_str()).items()
@@ -203,7 +222,7 @@ def identity(cfg: ModelConfig, model: nn.Module, tokenizer) -> dict:
     else:
         tok_state = repr(sorted(tokenizer.get_vocab().items()))
     return {
-        "model_type": model.config.model_type,
+        "model_type": config.model_type,
         "weights": weights,
         "tokenizer": hashlib.sha256(tok_state.encode()).hexdigest(),
         "tokenizer_class": type(tokenizer).__name__,

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 # Figure without pyplot: no display needed and no global registry of open figures
 from matplotlib.figure import Figure
@@ -80,17 +81,17 @@ def line_chart(history: History, title: str, path: Path) -> None:
     fig.savefig(path)
 
 
-def write_artifacts(output_dir: str | os.PathLike, model, tokenizer, metrics: dict, history: History,
-                    title: str, overwrite: bool) -> Path:
-    """Save model/, metrics.json and images/ under output_dir, each renamed into place whole."""
+def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], None], metrics: dict,
+                    history: History, title: str, overwrite: bool) -> Path:
+    """Save model/ (`save_model(folder)` writes it), metrics.json and images/ under output_dir, each renamed
+    into place whole."""
     out = Path(output_dir)
     check_output_dir(out, overwrite)  # again: another run may have finished meanwhile
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(out.parent, out.name)  # a staging folder left by a run killed while saving
     staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(out.name), dir=out.parent))
     try:
-        model.save_pretrained(staging / "model", safe_serialization=True)
-        tokenizer.save_pretrained(staging / "model")
+        save_model(staging / "model")
         (staging / "images").mkdir()
         bar_chart(history, title, staging / BAR_CHART)
         line_chart(history, title, staging / LINE_CHART)

@@ -1,8 +1,9 @@
 """Training the head: AdamW on its parameters, linear or constant lr, over inputs that yield logits.
 
-`CachedInputs` runs only the head on features from the one backbone pass; the
+`CachedInputs` runs the standalone head on features from the one backbone pass; the
 fallback `FullModelInputs` runs the whole frozen model on token batches (for
-architectures without a head mapping). The loop is the same for both.
+architectures without a head mapping), whose own head modules are what trains.
+The loop is the same for both: it sees a head module and inputs that give logits.
 """
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .features import collate, length_order
-from .heads import HeadSpec, head_parameters, set_head_training
 from .metrics import classification_metrics
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,15 @@ class Inputs(Protocol):
 class CachedInputs:
     """Head logits from cached backbone features."""
 
-    def __init__(self, model: nn.Module, spec: HeadSpec, features: torch.Tensor):
-        self.model, self.spec = model, spec
-        self.features = features.to(next(model.parameters()).device)
+    def __init__(self, head: nn.Module, features: torch.Tensor):
+        self.head = head
+        self.features = features.to(next(head.parameters()).device)
 
     def __len__(self) -> int:
         return len(self.features)
 
     def logits(self, index: torch.Tensor) -> torch.Tensor:
-        return self.spec.logits(self.model, self.features[index.to(self.features.device)])
+        return self.head(self.features[index.to(self.features.device)])
 
 
 class FullModelInputs:
@@ -81,9 +81,9 @@ class History:
         return self.epochs[-1]
 
 
-def predict_logits(model: nn.Module, spec: HeadSpec, inputs: Inputs, batch_size: int = 256) -> torch.Tensor:
+def predict_logits(head: nn.Module, inputs: Inputs, batch_size: int = 256) -> torch.Tensor:
     """Logits for every row, in order, with the head in eval mode (dropout off)."""
-    set_head_training(model, spec, False)
+    head.eval()
     with torch.inference_mode():
         index = torch.arange(len(inputs))
         if isinstance(inputs, FullModelInputs):  # similar lengths together: less padding
@@ -95,8 +95,8 @@ def predict_logits(model: nn.Module, spec: HeadSpec, inputs: Inputs, batch_size:
     return result
 
 
-def evaluate(model: nn.Module, spec: HeadSpec, inputs: Inputs, labels: np.ndarray, num_labels: int) -> dict:
-    preds = predict_logits(model, spec, inputs).argmax(-1).numpy()
+def evaluate(head: nn.Module, inputs: Inputs, labels: np.ndarray, num_labels: int) -> dict:
+    preds = predict_logits(head, inputs).argmax(-1).numpy()
     return classification_metrics(labels, preds, num_labels)
 
 
@@ -111,23 +111,27 @@ def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
     return lambda step: 1.0
 
 
-def train_head(model: nn.Module, spec: HeadSpec, train: Inputs, train_labels: np.ndarray, test: Inputs,
-               test_labels: np.ndarray, cfg: TrainConfig,
-               on_epoch: Callable[[EpochResult], None] = lambda r: None) -> History:
-    """Evaluate the untrained head (epoch 0), then train for cfg.epochs, evaluating after each."""
-    num_labels = model.config.num_labels
-    device = next(model.parameters()).device
+def train_head(head: nn.Module, train: Inputs, train_labels: np.ndarray, test: Inputs, test_labels: np.ndarray,
+               num_labels: int, cfg: TrainConfig, on_epoch: Callable[[EpochResult], None] = lambda r: None) -> History:
+    """Evaluate the untrained head (epoch 0), then train it for cfg.epochs, evaluating after each."""
+    device = next(head.parameters()).device
+    # Dropout draws from torch's global RNG: seed it for this loop only, restoring the caller's state after.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        return _train(head, train, train_labels, test, test_labels, num_labels, cfg, on_epoch, device)
+
+
+def _train(head, train, train_labels, test, test_labels, num_labels, cfg, on_epoch, device) -> History:
     history = History()
 
     def record(epoch: int, loss: float | None, started: float) -> None:
-        metrics = evaluate(model, spec, test, test_labels, num_labels)
+        metrics = evaluate(head, test, test_labels, num_labels)
         result = EpochResult(epoch, loss, metrics["accuracy"], metrics["f1"], time.perf_counter() - started)
         history.epochs.append(result)
         on_epoch(result)
 
     record(0, None, time.perf_counter())
-    params = head_parameters(model, spec)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffling independent of any other RNG use
     targets = torch.as_tensor(train_labels, dtype=torch.long, device=device)
     steps = -(-len(train) // cfg.batch_size) * cfg.epochs
@@ -135,7 +139,7 @@ def train_head(model: nn.Module, spec: HeadSpec, train: Inputs, train_labels: np
     bar = tqdm(total=steps, desc="training head", unit="step", disable=None, leave=False)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
-        set_head_training(model, spec, True)
+        head.train()
         total = 0.0
         for index in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
             loss = nn.functional.cross_entropy(train.logits(index), targets[index.to(device)])
@@ -147,5 +151,5 @@ def train_head(model: nn.Module, spec: HeadSpec, train: Inputs, train_labels: np
             bar.update(1)
         record(epoch, total / len(train), started)
     bar.close()
-    set_head_training(model, spec, False)
+    head.eval()
     return history

@@ -1,0 +1,90 @@
+"""checkpoint: body + trained head written as save_pretrained would write it; the body's cache entry."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+from headtune.checkpoint import BODY_FILE, body_cache, body_of, classifier_config, load_body, save_body, save_checkpoint
+from headtune.config import FeatureConfig, ModelConfig
+from headtune.heads import new_head
+from headtune.modeling import freeze_backbone, load_for_training
+
+LABELS = ["bad", "good", "meh"]
+
+
+def load(path):
+    return load_for_training(ModelConfig(model=str(path), max_length=32, device="cpu"), LABELS, seed=0)
+
+
+def random_head(loaded):
+    head = new_head(loaded.spec, loaded.model.config, len(LABELS), seed=1)
+    with torch.no_grad():  # unlike a fresh head, nonzero biases: a swapped tensor would show
+        for p in head.parameters():
+            p.normal_(0, 0.3)
+    return head
+
+
+@pytest.mark.parametrize("arch", ["distilbert", "bert", "roberta"])
+def test_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, tmp_path):
+    loaded = load(tiny_models[arch])
+    head = random_head(loaded)
+    ours = tmp_path / "ours"
+    config = AutoConfig.from_pretrained(tiny_models[arch])  # the backbone's config, as a run reads it
+    body = body_of(loaded.model, loaded.spec)
+    save_checkpoint(ours, classifier_config(config, LABELS, body), body, head, loaded.tokenizer)
+
+    reference = tmp_path / "reference"  # the model with the trained head copied in, saved by transformers
+    loaded.model.load_state_dict(head.state_dict(), strict=False)
+    loaded.model.save_pretrained(reference)
+    loaded.tokenizer.save_pretrained(reference)
+
+    assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in reference.iterdir())
+    mine, theirs = load_file(ours / "model.safetensors"), load_file(reference / "model.safetensors")
+    assert mine.keys() == theirs.keys()
+    for key in theirs:
+        assert mine[key].dtype == theirs[key].dtype and torch.equal(mine[key], theirs[key]), key
+    assert json.loads((ours / "config.json").read_text()) == json.loads((reference / "config.json").read_text())
+
+    model, info = AutoModelForSequenceClassification.from_pretrained(ours, output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    assert model.config.id2label == dict(enumerate(LABELS))
+
+
+def test_body_counts_frozen_parameters_and_leaves_out_the_head(tiny_models):
+    loaded = load(tiny_models["distilbert"])
+    body = body_of(loaded.model, loaded.spec)
+    assert body.architecture == "DistilBertForSequenceClassification"
+    assert body.parameters == freeze_backbone(loaded.model, loaded.spec)[1]
+    assert not [k for k in body.tensors if k.split(".")[0] in loaded.spec.modules]
+    assert set(body.tensors) | set(random_head(loaded).state_dict()) == set(loaded.model.state_dict())
+
+
+def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("headtune"), "propagate", True)
+    loaded = load(tiny_models["bert"])
+    cfg = FeatureConfig(cache_dir=str(tmp_path))
+    cache = body_cache(cfg, loaded.identity)
+    assert load_body(cache) is None  # nothing stored yet
+    body = body_of(loaded.model, loaded.spec)
+    save_body(cache, body)
+    again = load_body(body_cache(cfg, loaded.identity))
+    assert (again.architecture, again.parameters) == (body.architecture, body.parameters)
+    assert again.tensors.keys() == body.tensors.keys()
+    assert all(torch.equal(again.tensors[k], body.tensors[k]) for k in body.tensors)
+    assert body_cache(FeatureConfig(cache_dir=str(tmp_path), no_cache=True), loaded.identity) is None
+    other = dict(loaded.identity, weights={"model.safetensors": "0" * 64})
+    assert body_cache(cfg, other).folder != cache.folder  # other weights, other entry
+
+    path = cache.folder / BODY_FILE
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])  # truncated
+    with caplog.at_level(logging.WARNING):
+        assert load_body(cache) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
+    assert len(warnings) == 1 and str(path) in warnings[0] and "\n" not in warnings[0]
+    assert not path.exists()  # deleted, so the next run that loads the model stores it again
