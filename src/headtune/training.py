@@ -1,4 +1,4 @@
-"""Training the head: AdamW on its parameters, linear or constant lr, over inputs that yield logits.
+"""Training the head: AdamW (optim.py) on its parameters, linear or constant lr, over inputs that yield logits.
 
 `CachedInputs` runs the standalone head on features from the one backbone pass; the
 fallback `FullModelInputs` runs the whole frozen model on token batches (for
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .features import collate, length_order
 from .metrics import classification_metrics
+from .optim import AdamW
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +132,11 @@ def _train(head, train, train_labels, test, test_labels, num_labels, cfg, on_epo
         on_epoch(result)
 
     record(0, None, time.perf_counter())
-    optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = AdamW(head.parameters(), weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffling independent of any other RNG use
     targets = torch.as_tensor(train_labels, dtype=torch.long, device=device)
     steps = -(-len(train) // cfg.batch_size) * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.lr_schedule, steps))
+    factor, step = lr_factor(cfg.lr_schedule, steps), 0
     bar = tqdm(total=steps, desc="training head", unit="step", disable=None, leave=False)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
@@ -143,10 +144,10 @@ def _train(head, train, train_labels, test, test_labels, num_labels, cfg, on_epo
         total = 0.0
         for index in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
             loss = nn.functional.cross_entropy(train.logits(index), targets[index.to(device)])
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            optimizer.step(cfg.lr * factor(step))
+            step += 1
             total += loss.item() * len(index)
             bar.update(1)
         record(epoch, total / len(train), started)

@@ -1,0 +1,43 @@
+"""AdamW for the head's few tensors, with the learning rate given per step.
+
+Why not `torch.optim.AdamW`: constructing any `torch.optim` optimizer imports `torch._dynamo`
+the first time (~2 s here), longer than training a head on cached features takes; a run
+that never loads the model would spend most of its time on that import. This is the same
+update as torch's AdamW with its defaults (decoupled weight decay, bias-corrected moments;
+`tests/test_optim.py` checks them step by step against each other).
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+
+class AdamW:
+    def __init__(self, params: Iterable[torch.nn.Parameter], weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+        self.params = [p for p in params if p.requires_grad]
+        self.weight_decay, self.betas, self.eps = weight_decay, betas, eps
+        self.steps = 0
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        self.steps += 1
+        beta1, beta2 = self.betas
+        step_size = lr / (1 - beta1 ** self.steps)
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+        for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
+            if p.grad is None:
+                continue
+            p.mul_(1 - lr * self.weight_decay)  # decoupled weight decay: the "W"
+            exp_avg.lerp_(p.grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
