@@ -96,7 +96,7 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
 
 
 def load_texts(dataset: str, limit: int | None) -> list[str]:
-    splits = load_splits(DataConfig(dataset=dataset), seed=0)  # no sizes: whole splits, nothing sampled
+    splits = load_splits(DataConfig(dataset=dataset))  # no sizes: whole splits, nothing sampled
     texts = splits.train.texts + splits.test.texts
     if limit is not None and limit < len(texts):
         # evenly spread, not the first N: the splits are stored neg-then-pos, sorted by review id

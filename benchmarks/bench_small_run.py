@@ -286,7 +286,7 @@ def headtune_command(s: Settings, cache_dir: Path, output_dir: Path, overwrite: 
     command = [sys.executable, "-m", "headtune.cli", "train", "--dataset", s.dataset, "--model", s.model,
                "--train-size", str(s.train_size), "--test-size", str(s.test_size),
                "--max-length", str(s.max_length), "--epochs", str(s.epochs), "--batch-size", str(s.batch_size),
-               "--lr", repr(s.lr), "--lr-schedule", s.lr_schedule, "--seed", str(s.seed), "--device", s.device,
+               "--lr", repr(s.lr), "--lr-schedule", s.lr_schedule, "--seed", str(s.seed), "--sample-seed", str(s.seed), "--device", s.device,
                "--max-tokens-per-batch", str(s.max_tokens_per_batch), "--shard-size", str(s.shard_size),
                "--pad-to-multiple-of", str(s.pad_to_multiple_of),
                "--cache-dir", str(cache_dir), "--output-dir", str(output_dir)]
@@ -567,8 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.quiet_libraries()
     device = resolve_device(args.device)
-    data_cfg = DataConfig(dataset=args.dataset, small_run=True, train_size=args.train_size, test_size=args.test_size)
-    splits = load_splits(data_cfg, args.seed)  # the one sample every system sees; headtune draws the same one
+    data_cfg = DataConfig(dataset=args.dataset, small_run=True, train_size=args.train_size, test_size=args.test_size,
+                          sample_seed=args.seed)
+    splits = load_splits(data_cfg)  # the one sample every system sees; headtune draws the same one
     # sizes as drawn (--small-run caps them at a split's size), passed to headtune explicitly
     s = make_settings(args, (len(splits.train.texts), len(splits.test.texts)), device)
     if args.child:

@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     common.quiet_libraries()
     model_cfg = ModelConfig(model=args.model or common.minilm_path(), max_length=args.max_length, device="cpu")
     tokenizer, _ = check_model(model_cfg)
-    splits = load_splits(DataConfig(dataset=args.dataset, train_size=args.train_size, test_size=args.test_size),
-                         SAMPLE_SEED)
+    splits = load_splits(DataConfig(dataset=args.dataset, train_size=args.train_size, test_size=args.test_size,
+                                    sample_seed=SAMPLE_SEED))
     loaded = load_for_training(model_cfg, splits.label_names, SAMPLE_SEED, tokenizer)
     features = {}
     for name, split in (("train", splits.train), ("test", splits.test)):

@@ -125,6 +125,19 @@ def test_head_settings_reuse_the_cache_end_to_end(tiny_models, sentiment_dir, tm
     assert second["backbone_pass"]["train"]["real_tokens"] == first["backbone_pass"]["train"]["real_tokens"]
 
 
+def test_head_seed_keeps_the_sample_and_the_cache_sample_seed_changes_both(tiny_models, sentiment_dir, tmp_path):
+    common = dict(dataset=str(sentiment_dir), model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
+                  device="cpu", train_size=60, test_size=20, epochs=1, cache_dir=str(tmp_path / "cache"))
+
+    def computed(metrics):
+        return {s: p["computed_shards"] for s, p in metrics["backbone_pass"].items()}
+
+    assert computed(headtune.train(output_dir=str(tmp_path / "a"), seed=1, **common)) == {"train": 1, "test": 1}
+    assert computed(headtune.train(output_dir=str(tmp_path / "b"), seed=2, **common)) == {"train": 0, "test": 0}
+    other = headtune.train(output_dir=str(tmp_path / "c"), seed=2, sample_seed=7, **common)
+    assert computed(other) == {"train": 1, "test": 1}  # another sample: other texts, other features
+
+
 # --------------------------------------------------------------------------- damaged shards
 
 def _damage_warnings(caplog):

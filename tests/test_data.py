@@ -36,7 +36,7 @@ def frame(texts, labels) -> pd.DataFrame:
 
 
 def load(folder, seed: int = 0, **settings):
-    return load_splits(DataConfig(dataset=str(folder), **settings), seed)
+    return load_splits(DataConfig(dataset=str(folder), sample_seed=seed, **settings))
 
 
 def refused(folder, *needles, seed: int = 0, **settings) -> str:

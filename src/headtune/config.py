@@ -43,6 +43,11 @@ def _positive(name: str, value, kind=int) -> None:
         raise HeadtuneError(f"{flag(name)} must be {what} above 0 (got {value!r})")
 
 
+def _check_seed(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise HeadtuneError(f"{flag(name)} must be an integer from 0 to {2**32 - 1} (got {value!r})")
+
+
 def _check_device(device: str) -> None:
     if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
         raise HeadtuneError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
@@ -64,6 +69,9 @@ class DataConfig:
         "Stratified, seeded sample of this many training examples (overrides --small-run). Default: the whole split."))
     test_size: int | None = field(default=None, metadata=_help(
         "Stratified, seeded sample of this many test examples (overrides --small-run). Default: the whole split."))
+    sample_seed: int = field(default=42, metadata=_help(
+        "Seed of the sample --small-run, --train-size and --test-size draw. Separate from --seed, so runs "
+        "that differ only in head settings (--seed included) see the same texts and reuse cached features."))
     drop_invalid: bool = field(default=False, metadata=_help(
         "Drop rows whose text is empty, whitespace, null or not a string (default: refuse them)."))
     encoding: str = field(default="utf-8", metadata=_help("Text encoding of local CSV files."))
@@ -74,6 +82,7 @@ class DataConfig:
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        _check_seed("sample_seed", self.sample_seed)
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise HeadtuneError(f"--label-names must be distinct (got {self.label_names})")
 
@@ -156,7 +165,7 @@ class TrainConfig:
         "or constant.", choices=list(LR_SCHEDULES)))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
     seed: int = field(default=42, metadata=_help(
-        "Seed for sampling, head initialisation, shuffling and dropout."))
+        "Seed for head initialisation, shuffling and dropout (the data sample has --sample-seed)."))
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
@@ -164,8 +173,7 @@ class TrainConfig:
         _positive("batch_size", self.batch_size)
         if self.lr_schedule not in LR_SCHEDULES:
             raise HeadtuneError(f"--lr-schedule must be linear or constant (got {self.lr_schedule!r})")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise HeadtuneError(f"--seed must be an integer from 0 to {2**32 - 1} (got {self.seed!r})")
+        _check_seed("seed", self.seed)
         if not isinstance(self.weight_decay, (int, float)) or not 0 <= self.weight_decay < math.inf:
             raise HeadtuneError(f"--weight-decay must be 0 or above (got {self.weight_decay!r})")
 

@@ -37,7 +37,7 @@ class Splits:
     dropped: dict[str, int]  # invalid rows dropped per split (--drop-invalid)
 
 
-def load_splits(cfg: DataConfig, seed: int) -> Splits:
+def load_splits(cfg: DataConfig) -> Splits:
     """Read, validate, name the labels of, and sample the train and test splits."""
     frames, names = read_frames(cfg)
     dropped = {}
@@ -49,7 +49,7 @@ def load_splits(cfg: DataConfig, seed: int) -> Splits:
     for split, ids, size in zip(SPLITS, (train_ids, test_ids), cfg.sizes):
         if size is not None and getattr(cfg, f"{split}_size") is None:  # --small-run: at most the whole split
             size = min(size, len(ids))
-        keep = np.arange(len(ids)) if size is None else sample_stratified(ids, size, seed, split)
+        keep = np.arange(len(ids)) if size is None else sample_stratified(ids, size, cfg.sample_seed, split)
         texts = frames[split][cfg.text_column].tolist()
         splits[split] = Split([texts[i] for i in keep], ids[keep])
     return Splits(splits["train"], splits["test"], label_names, dropped)

@@ -32,7 +32,7 @@ def run(cfg: RunConfig) -> dict:
     # folder, weights, tokenizer, --max-length: checked before the data is read
     tokenizer, config = check_model(cfg.model)
 
-    splits = load_splits(cfg.data, cfg.train.seed)
+    splits = load_splits(cfg.data)
     log.info("data %s: %s train / %s test texts, labels: %s", cfg.data.dataset, f"{len(splits.train.texts):,}",
              f"{len(splits.test.texts):,}", ", ".join(splits.label_names))
     clock["data"] = time.perf_counter()
