@@ -19,7 +19,7 @@ from torch import nn
 
 from .cache import FeatureCache, cache_key
 from .config import FeatureConfig
-from .heads import HeadSpec, head_parameters
+from .heads import HeadSpec, count_parameters
 
 BODY_FILE = "body.safetensors"
 
@@ -34,9 +34,7 @@ class Body:
 def body_of(model: nn.Module, spec: HeadSpec) -> Body:
     head_keys = tuple(f"{name}." for name in spec.modules)
     tensors = {k: v for k, v in model.state_dict().items() if not k.startswith(head_keys)}
-    head = {id(p) for p in head_parameters(model, spec)}
-    frozen = sum(p.numel() for p in model.parameters() if id(p) not in head)
-    return Body(tensors, type(model).__name__, frozen)
+    return Body(tensors, type(model).__name__, count_parameters(model, spec)[1])
 
 
 def body_cache(cfg: FeatureConfig, identity: dict) -> FeatureCache | None:

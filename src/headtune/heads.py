@@ -203,3 +203,9 @@ def model_head(model: nn.Module, spec: HeadSpec) -> nn.Module:
 
 def head_parameters(model: nn.Module, spec: HeadSpec) -> list[nn.Parameter]:
     return [p for name in spec.modules for p in getattr(model, name).parameters()]
+
+
+def count_parameters(model: nn.Module, spec: HeadSpec) -> tuple[int, int]:
+    """(head, everything else) parameter counts of the model."""
+    head = sum(p.numel() for p in head_parameters(model, spec))
+    return head, sum(p.numel() for p in model.parameters()) - head

@@ -18,7 +18,7 @@ from torch import nn
 from . import hub
 from .config import ModelConfig
 from .errors import HeadtuneError, flag
-from .heads import HeadSpec, head_parameters, head_spec
+from .heads import HeadSpec, count_parameters, head_parameters, head_spec
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,7 @@ def freeze_backbone(model: nn.Module, spec: HeadSpec) -> tuple[int, int]:
     head = {id(p) for p in head_parameters(model, spec)}
     for p in model.parameters():
         p.requires_grad_(id(p) in head)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return trainable, frozen
+    return count_parameters(model, spec)
 
 
 def _weights_folder(name: str, cfg: ModelConfig) -> Path | None:
