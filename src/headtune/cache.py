@@ -2,9 +2,10 @@
 
 An entry is a folder named by the SHA-256 of its key (model weights and tokenizer by
 content, max length, pooling point, precision, the texts). It holds one shard file
-per slice of the length-sorted texts. Each shard is written to a temporary file and
-renamed into place, so a shard is either complete or absent; a checksum in its
-header catches a file that was damaged later. A bad shard is reported in one line,
+per slice of the length-sorted texts; a model's entry (keyed by weights and tokenizer
+alone) holds its checkpoint body instead (checkpoint.py). Each file is written to a
+temporary file and renamed into place, so it is either complete or absent; a checksum in
+its header catches a file that was damaged later. A bad file is reported in one line,
 deleted and recomputed, never trusted.
 """
 from __future__ import annotations
@@ -50,7 +51,7 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
 
 
 class FeatureCache:
-    """One cache entry: shards `shard-00000.safetensors`, ... in `root/<key>/`."""
+    """One cache entry, `root/<key>/`: shards `shard-00000.safetensors`, ... or a model's `body.safetensors`."""
 
     def __init__(self, root: str | os.PathLike, key: str, parts: dict):
         self.folder = Path(root) / key
