@@ -88,3 +88,12 @@ def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, m
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
     assert len(warnings) == 1 and str(path) in warnings[0] and "\n" not in warnings[0]
     assert not path.exists()  # deleted, so the next run that loads the model stores it again
+
+
+def test_body_tensors_live_on_the_host_and_share_cpu_memory(tiny_models):
+    loaded = load(tiny_models["distilbert"])
+    body = body_of(loaded.model, loaded.spec)
+    assert all(t.device.type == "cpu" for t in body.tensors.values())
+    weight = loaded.model.distilbert.embeddings.word_embeddings.weight
+    # on CPU no copy is made: the body is a view of the loaded weights
+    assert body.tensors["distilbert.embeddings.word_embeddings.weight"].data_ptr() == weight.data_ptr()

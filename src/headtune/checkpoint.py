@@ -33,7 +33,8 @@ class Body:
 
 def body_of(model: nn.Module, spec: HeadSpec) -> Body:
     head_keys = tuple(f"{name}." for name in spec.modules)
-    tensors = {k: v for k, v in model.state_dict().items() if not k.startswith(head_keys)}
+    # on the host: the cache's checksum reads the bytes, and the checkpoint is written from host memory
+    tensors = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith(head_keys)}
     return Body(tensors, type(model).__name__, count_parameters(model, spec)[1])
 
 
