@@ -19,7 +19,7 @@ from torch import nn
 
 from .cache import FeatureCache, cache_key
 from .config import FeatureConfig
-from .heads import HeadSpec, count_parameters
+from .heads import HeadSpec, count_parameters, is_head_key
 
 BODY_FILE = "body.safetensors"
 
@@ -32,9 +32,8 @@ class Body:
 
 
 def body_of(model: nn.Module, spec: HeadSpec) -> Body:
-    head_keys = tuple(f"{name}." for name in spec.modules)
     # on the host: the cache's checksum reads the bytes, and the checkpoint is written from host memory
-    tensors = {k: v.cpu() for k, v in model.state_dict().items() if not k.startswith(head_keys)}
+    tensors = {k: v.cpu() for k, v in model.state_dict().items() if not is_head_key(spec, k)}
     return Body(tensors, type(model).__name__, count_parameters(model, spec)[1])
 
 

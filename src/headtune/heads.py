@@ -205,6 +205,11 @@ def head_parameters(model: nn.Module, spec: HeadSpec) -> list[nn.Parameter]:
     return [p for name in spec.modules for p in getattr(model, name).parameters()]
 
 
+def is_head_key(spec: HeadSpec, key: str) -> bool:
+    """Whether a state-dict key belongs to one of the head's modules."""
+    return key.split(".", 1)[0] in spec.modules
+
+
 def count_parameters(model: nn.Module, spec: HeadSpec) -> tuple[int, int]:
     """(head, everything else) parameter counts of the model."""
     head = sum(p.numel() for p in head_parameters(model, spec))

@@ -18,7 +18,7 @@ from torch import nn
 from . import hub
 from .config import ModelConfig
 from .errors import HeadtuneError, flag
-from .heads import HeadSpec, count_parameters, head_parameters, head_spec
+from .heads import HeadSpec, count_parameters, head_parameters, head_spec, is_head_key
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     from transformers import AutoModelForSequenceClassification
 
     tokenizer = tokenizer if tokenizer is not None else check_model(cfg)[0]
-    # The new head is initialised from torch's global RNG: seeding here makes it reproducible.
+    # What loading initialises (the fallback's head, backbone weights a checkpoint lacks) draws from torch's
+    # global RNG: seeding here makes it reproducible. (Registered heads are headtune's own: heads.new_head.)
     torch.manual_seed(seed)
     model, info = _load(
         AutoModelForSequenceClassification, cfg.model, cfg,
@@ -159,8 +160,7 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     trainable, frozen = freeze_backbone(model, spec)
     log.info("model %s (%s): %s trainable head parameters (%s), %s frozen", cfg.model, model.config.model_type,
              f"{trainable:,}", "+".join(spec.modules), f"{frozen:,}")
-    head_keys = tuple(f"{name}." for name in spec.modules)
-    random_backbone = tuple(sorted(k for k in new_keys if not k.startswith(head_keys))) if spec.cached else ()
+    random_backbone = tuple(sorted(k for k in new_keys if not is_head_key(spec, k))) if spec.cached else ()
     if random_backbone:
         log.warning("'%s' lacks backbone weights (%s), initialised at random from --seed; its features are not "
                     "cached", cfg.model, ", ".join(random_backbone))
