@@ -46,10 +46,11 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str, sk
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         # SUPPRESS: an unset flag stays out of the namespace, so the dataclass keeps the only default
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
-        if kind is bool:
-            kwargs["action"] = "store_true"
+        if kind is bool:  # a setting that is on by default gets --no-NAME to turn it off
+            kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         else:
-            kwargs["type"] = str if kind is list else kind
+            # a field with its own parser (e.g. --lr: a number or "auto") gets the raw string; the dataclass parses
+            kwargs["type"] = str if kind is list or "parse" in f.metadata else kind
             if default is not None:  # None means "see the help text", which says what happens instead
                 kwargs["help"] += f" (default: {default})"
             kwargs["metavar"] = f.metadata.get("metavar", f.name.split("_")[-1].upper())

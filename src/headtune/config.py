@@ -3,13 +3,13 @@
 Each field's `help` metadata is both its documentation and its `--help` text, so a
 flag is described exactly once. Every config validates itself in `__post_init__`
 and raises `HeadtuneError` naming the flag, so the Python API and the CLI refuse
-bad values with the same one-line message.
+bad values with the same one-line message. Path settings take `str` or `os.PathLike`.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from .errors import HeadtuneError, flag
@@ -17,9 +17,13 @@ from .errors import HeadtuneError, flag
 SMALL_RUN_TRAIN = 4_000
 SMALL_RUN_TEST = 2_000
 
-
 DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
+POOLINGS = ("auto", "native", "cls", "mean")  # see architectures.Reading
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCHEDULES = ("linear", "constant")  # see training.lr_factor
+KEEP = ("best", "last")
+CLASS_WEIGHTS = ("none", "balanced")
 
 
 def _help(text: str, **extra) -> dict:
@@ -34,6 +38,19 @@ def default_cache_dir() -> str:
     return os.path.join(base, "headtune")
 
 
+# --------------------------------------------------------------------------- checks shared by the configs
+
+def _path(name: str, value) -> str:
+    """A path (or Hub name) setting as str: str and os.PathLike alike; anything else is one clear line."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise HeadtuneError(f"{flag(name)} must be a path or name (str or os.PathLike), not {type(value).__name__}")
+    if not value.strip():
+        raise HeadtuneError(f"{flag(name)} must not be empty")
+    return value
+
+
 def _positive(name: str, value, kind=int) -> None:
     ok = isinstance(value, kind) and not isinstance(value, bool) and value > 0
     if kind is float:
@@ -43,26 +60,80 @@ def _positive(name: str, value, kind=int) -> None:
         raise HeadtuneError(f"{flag(name)} must be {what} above 0 (got {value!r})")
 
 
+def _fraction(name: str, value, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value < high:
+        raise HeadtuneError(f"{flag(name)} must be a number from {low:g} to below {high:g} (got {value!r})")
+
+
+def _choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise HeadtuneError(f"{flag(name)} must be one of {', '.join(choices)} (got {value!r})")
+
+
 def _check_seed(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
         raise HeadtuneError(f"{flag(name)} must be an integer from 0 to {2**32 - 1} (got {value!r})")
 
 
-def _check_device(device: str) -> None:
-    if device not in ("auto", "cpu", "cuda") and not (device.startswith("cuda:") and device[5:].isdigit()):
+def _check_device(device) -> None:
+    if not isinstance(device, str) or (device not in ("auto", "cpu", "cuda")
+                                       and not (device.startswith("cuda:") and device[5:].isdigit())):
         raise HeadtuneError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
 
 
+def _strings(name: str, value) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise HeadtuneError(f"{flag(name)} must be a list of strings (got {value!r})")
+    return list(value)
+
+
+def parse_lr(value) -> float | str:
+    """`--lr`: 'auto' or a number above 0 (strings from the command line or a config file are converted)."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(value)
+        except ValueError:
+            raise HeadtuneError(f"--lr must be auto or a number above 0 (got {value!r})") from None
+    _positive("lr", value, float)
+    return float(value)
+
+
+# --------------------------------------------------------------------------- the settings
+
+
 @dataclass
-class DataConfig:
+class DataSource:
+    """Where texts and labels come from: shared by `train` and `evaluate`."""
+
     dataset: str = field(default="imdb", metadata=_help(
-        "Hugging Face Hub dataset name, or a local folder: train/test .parquet/.csv/.jsonl files, "
+        "Hugging Face Hub dataset name, or a local folder: train/validation/test .parquet/.csv/.jsonl files, "
         "or an aclImdb-style folder (train/pos/*.txt, train/neg/*.txt, test/...)."))
     text_column: str = field(default="text", metadata=_help("Column holding the texts."))
-    label_column: str = field(default="label", metadata=_help("Column holding the labels (integers or strings)."))
+    label_column: str = field(default="label", metadata=_help(
+        "Column holding the labels: integers or strings, or lists of them for multi-label data."))
     label_names: list[str] | None = field(default=None, metadata=_help(
         "Names for integer labels 0..K-1, in order. Default: the dataset's own names; "
         "integer labels 0/1 without names are called neg/pos (the IMDb convention).", nargs="+"))
+    drop_invalid: bool = field(default=False, metadata=_help(
+        "Drop rows whose text is empty, whitespace, null or not a string (default: refuse them)."))
+    encoding: str = field(default="utf-8", metadata=_help("Text encoding of local CSV files."))
+
+    def __post_init__(self):
+        self.dataset = _path("dataset", self.dataset)
+        for name in ("text_column", "label_column", "encoding"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise HeadtuneError(f"{flag(name)} must be a non-empty string (got {getattr(self, name)!r})")
+        self.label_names = _strings("label_names", self.label_names)
+        if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
+            raise HeadtuneError(f"--label-names must be distinct (got {self.label_names})")
+
+
+@dataclass
+class DataConfig(DataSource):
     small_run: bool = field(default=False, metadata=_help(
         f"Use a stratified, seeded sample of {SMALL_RUN_TRAIN:,} train / {SMALL_RUN_TEST:,} test examples."))
     train_size: int | None = field(default=None, metadata=_help(
@@ -70,21 +141,29 @@ class DataConfig:
     test_size: int | None = field(default=None, metadata=_help(
         "Stratified, seeded sample of this many test examples (overrides --small-run). Default: the whole split."))
     sample_seed: int = field(default=42, metadata=_help(
-        "Seed of the sample --small-run, --train-size and --test-size draw. Separate from --seed, so runs "
-        "that differ only in head settings (--seed included) see the same texts and reuse cached features."))
-    drop_invalid: bool = field(default=False, metadata=_help(
-        "Drop rows whose text is empty, whitespace, null or not a string (default: refuse them)."))
-    encoding: str = field(default="utf-8", metadata=_help("Text encoding of local CSV files."))
+        "Seed of the sample --small-run, --train-size and --test-size draw, and of the validation rows "
+        "--val-fraction holds out. Separate from --seed, so runs that differ only in head settings "
+        "(--seed included) see the same texts and reuse cached features."))
+    val_fraction: float = field(default=0.1, metadata=_help(
+        "When the dataset has no validation split: the share of the training sample held out (stratified) "
+        "to choose the learning rate, the epoch, the calibration and the multi-label threshold. "
+        "0: no validation split (then pass a fixed --lr).", metavar="FRACTION"))
+    multi_label: bool = field(default=False, metadata=_help(
+        "Each text has any number of labels (a sigmoid per label). Automatic when the label column holds "
+        "lists; with this flag, string labels are split on commas."))
+    positive_label: str | None = field(default=None, metadata=_help(
+        "With two labels: the label whose F1 is reported. Default: the label with id 1 (pos for IMDb).",
+        metavar="LABEL"))
 
     def __post_init__(self):
-        if not str(self.dataset).strip():
-            raise HeadtuneError("--dataset must not be empty")
+        super().__post_init__()
         for name in ("train_size", "test_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         _check_seed("sample_seed", self.sample_seed)
-        if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
-            raise HeadtuneError(f"--label-names must be distinct (got {self.label_names})")
+        _fraction("val_fraction", self.val_fraction, 0.0, 0.5)
+        if self.positive_label is not None and not isinstance(self.positive_label, str):
+            raise HeadtuneError(f"--positive-label must be a label name (got {self.positive_label!r})")
 
     @property
     def sizes(self) -> tuple[int | None, int | None]:
@@ -100,19 +179,27 @@ class ModelConfig:
         "Hugging Face Hub model name or a local model folder (config, tokenizer, safetensors weights)."))
     revision: str | None = field(default=None, metadata=_help("Hub revision (branch, tag or commit) of --model."))
     max_length: int = field(default=512, metadata=_help("Truncate texts to this many tokens."))
+    pooling: str = field(default="auto", metadata=_help(
+        "What the head reads: native (the input of the architecture's own head), cls (the first token's last "
+        "hidden state), mean (the mean of the last hidden states over the real tokens), or auto (the model's "
+        "sentence-transformers pooling, mean or cls, when it has one; else native).", choices=list(POOLINGS)))
+    train_pretrained_head: bool = field(default=False, metadata=_help(
+        "Also train the pretrained parts of the architecture's head (BERT's and ALBERT's pooler, ModernBERT's "
+        "head), starting from their pretrained weights. Off: they stay frozen, as part of the backbone."))
     device: str = field(default="auto", metadata=_help(DEVICE_HELP))
     precision: str = field(default="auto", metadata=_help(
         "Backbone precision: auto (bf16 on Ampere+ GPUs, fp16 on older GPUs, fp32 on CPU), fp32, bf16, fp16.",
-        choices=["auto", "fp32", "bf16", "fp16"]))
+        choices=list(PRECISIONS)))
     trust_remote_code: bool = field(default=False, metadata=_help(
         "Allow model code from the Hub to run (off: only transformers' own architectures load)."))
     allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))
 
     def __post_init__(self):
+        self.model = _path("model", self.model)
         _positive("max_length", self.max_length)
+        _choice("pooling", self.pooling, POOLINGS)
         _check_device(self.device)
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise HeadtuneError(f"--precision must be auto, fp32, bf16 or fp16 (got {self.precision!r})")
+        _choice("precision", self.precision, PRECISIONS)
 
 
 # The pass's batching defaults per device: (max_tokens_per_batch, shard_size, pad_to_multiple_of).
@@ -139,6 +226,7 @@ class FeatureConfig:
         "(on CUDA each new shape costs a one-time setup). Default: 1 on CPU, 32 on CUDA.", metavar="N"))
 
     def __post_init__(self):
+        self.cache_dir = _path("cache_dir", self.cache_dir)
         for name in ("max_tokens_per_batch", "shard_size", "pad_to_multiple_of"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
@@ -150,31 +238,48 @@ class FeatureConfig:
                        shard_size=self.shard_size or shard, pad_to_multiple_of=self.pad_to_multiple_of or multiple)
 
 
-LR_SCHEDULES = ("linear", "constant")  # see training.lr_factor
-
-
 @dataclass
 class TrainConfig:
     epochs: int = field(default=3, metadata=_help("Passes over the training set."))
-    lr: float = field(default=3e-2, metadata=_help(
-        "AdamW learning rate of the head. The head starts from random weights, so it is far higher than "
-        "the 2e-5 used to fine-tune a whole model."))
+    lr: float | str = field(default="auto", metadata=_help(
+        "AdamW learning rate of the head, or auto: heads for a log grid of rates (3e-4 to 3e-1) train together "
+        "on the cached features and the best on the validation split is kept.", parse=parse_lr))
     batch_size: int = field(default=16, metadata=_help("Examples per head-training step."))
     lr_schedule: str = field(default="linear", metadata=_help(
         "Learning-rate schedule: linear (decays to 0 over all steps, as transformers' Trainer does by default) "
         "or constant.", choices=list(LR_SCHEDULES)))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    keep: str = field(default="best", metadata=_help(
+        "Which epoch's head is saved: best (the best validation accuracy) or last.", choices=list(KEEP)))
+    patience: int | None = field(default=None, metadata=_help(
+        "Stop early after this many epochs without a better validation accuracy. Default: train all --epochs.",
+        metavar="EPOCHS"))
+    class_weight: str = field(default="none", metadata=_help(
+        "Loss weights per class: none, or balanced (n / (classes x count), from the training labels) for "
+        "imbalanced data.", choices=list(CLASS_WEIGHTS)))
+    calibrate: bool = field(default=True, metadata=_help(
+        "Fit a temperature on the validation split and fold it into the final layer, so the saved model's "
+        "probabilities are calibrated (accuracy unchanged)."))
+    threshold: float | None = field(default=None, metadata=_help(
+        "Multi-label: the probability above which a label is predicted. Default: tuned on the validation "
+        "split (best micro F1), else 0.5.", metavar="PROB"))
     seed: int = field(default=42, metadata=_help(
         "Seed for head initialisation, shuffling and dropout (the data sample has --sample-seed)."))
 
     def __post_init__(self):
         _positive("epochs", self.epochs)
-        _positive("lr", self.lr, float)
+        self.lr = parse_lr(self.lr)
         _positive("batch_size", self.batch_size)
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise HeadtuneError(f"--lr-schedule must be linear or constant (got {self.lr_schedule!r})")
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("keep", self.keep, KEEP)
+        if self.patience is not None:
+            _positive("patience", self.patience)
+        _choice("class_weight", self.class_weight, CLASS_WEIGHTS)
+        if self.threshold is not None:
+            _fraction("threshold", self.threshold, 0.0, 1.0)
         _check_seed("seed", self.seed)
-        if not isinstance(self.weight_decay, (int, float)) or not 0 <= self.weight_decay < math.inf:
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
+                or not 0 <= self.weight_decay < math.inf:
             raise HeadtuneError(f"--weight-decay must be 0 or above (got {self.weight_decay!r})")
 
 
@@ -185,8 +290,7 @@ class OutputConfig:
     overwrite: bool = field(default=False, metadata=_help("Replace a trained model already in --output-dir."))
 
     def __post_init__(self):
-        if not str(self.output_dir).strip():
-            raise HeadtuneError("--output-dir must not be empty")
+        self.output_dir = _path("output_dir", self.output_dir)
 
 
 @dataclass
@@ -195,20 +299,72 @@ class PredictConfig:
         "Folder of a trained model (headtune's model/ or any AutoModelForSequenceClassification checkpoint)."))
     file: str | None = field(default=None, metadata=_help("Read texts from this file, one per line ('-': stdin)."))
     max_length: int | None = field(default=None, metadata=_help(
-        "Truncate texts to this many tokens (default: the model's limit)."))
+        "Truncate texts to this many tokens (default: the length the model was trained with, else the "
+        "model's limit)."))
+    top_k: int | None = field(default=None, metadata=_help(
+        "Return only the N most probable labels per text, most probable first. Default: every label.",
+        metavar="N"))
+    threshold: float | None = field(default=None, metadata=_help(
+        "Multi-label models: the probability above which a label is predicted. Default: the threshold the "
+        "model was trained with, else 0.5.", metavar="PROB"))
     batch_size: int = field(default=32, metadata=_help("Texts per forward pass."))
     device: str = field(default="auto", metadata=_help(DEVICE_HELP))
     allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))
 
     def __post_init__(self):
-        if self.max_length is not None:
-            _positive("max_length", self.max_length)
+        self.model = _path("model", self.model)
+        if self.file is not None:
+            self.file = _path("file", self.file)
+        for name in ("max_length", "top_k"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if self.threshold is not None:
+            _fraction("threshold", self.threshold, 0.0, 1.0)
         _positive("batch_size", self.batch_size)
         _check_device(self.device)
 
 
+@dataclass
+class EvaluateConfig:
+    model: str = field(default="outputs/imdb_head_only/model", metadata=_help(
+        "Folder of a trained sequence-classification model (headtune's model/ or any other)."))
+    split: str = field(default="test", metadata=_help("Which split of --dataset to evaluate on."))
+    max_length: int | None = field(default=None, metadata=_help(
+        "Truncate texts to this many tokens. Default: the length the model was trained with, else its limit."))
+    output_dir: str | None = field(default=None, metadata=_help(
+        "Folder for metrics.json and images/CONFUSION_MATRIX.png. Default: evaluate-<split> beside the model "
+        "folder."))
+    batch_size: int = field(default=32, metadata=_help("Texts per forward pass when features are not cached."))
+    device: str = field(default="auto", metadata=_help(DEVICE_HELP))
+    allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))
+
+    def __post_init__(self):
+        self.model = _path("model", self.model)
+        if not isinstance(self.split, str) or not self.split.strip():
+            raise HeadtuneError(f"--split must be a split name such as test (got {self.split!r})")
+        if self.max_length is not None:
+            _positive("max_length", self.max_length)
+        if self.output_dir is not None:
+            self.output_dir = _path("output_dir", self.output_dir)
+        _positive("batch_size", self.batch_size)
+        _check_device(self.device)
+
+
+def _route(sections: dict[str, type], values: dict) -> dict:
+    """Flat settings (`epochs=3`, `dataset="imdb"`, as the CLI flags name them) -> one config per section."""
+    values = dict(values)
+    routed = {}
+    for section, config_cls in sections.items():
+        names = {f.name for f in fields(config_cls)}
+        routed[section] = config_cls(**{k: values.pop(k) for k in list(values) if k in names})
+    if values:
+        raise HeadtuneError(f"unknown setting {flag(next(iter(values)))}")
+    return routed
+
+
 TRAIN_SECTIONS = {"data": DataConfig, "model": ModelConfig, "features": FeatureConfig,
                   "train": TrainConfig, "output": OutputConfig}
+EVALUATE_SECTIONS = {"evaluate": EvaluateConfig, "data": DataSource, "features": FeatureConfig}
 
 
 @dataclass
@@ -223,14 +379,20 @@ class RunConfig:
 
     @classmethod
     def from_flat(cls, **values) -> "RunConfig":
-        """Route flat settings (`epochs=3`, `dataset="imdb"`, as the CLI flags name them) to their sections."""
-        sections = {}
-        for section, config_cls in TRAIN_SECTIONS.items():
-            names = config_cls.__dataclass_fields__.keys()
-            sections[section] = config_cls(**{k: values.pop(k) for k in list(values) if k in names})
-        if values:
-            raise HeadtuneError(f"unknown setting {flag(next(iter(values)))}")
-        return cls(**sections)
+        return cls(**_route(TRAIN_SECTIONS, values))
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class EvaluateRun:
+    """Everything `headtune evaluate` needs."""
+
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    data: DataSource = field(default_factory=DataSource)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+
+    @classmethod
+    def from_flat(cls, **values) -> "EvaluateRun":
+        return cls(**_route(EVALUATE_SECTIONS, values))
