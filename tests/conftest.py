@@ -46,19 +46,27 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(minilm_path())
 
 
-def tiny_config(arch: str):
-    from transformers import BertConfig, DistilBertConfig, RobertaConfig
+# Sizes for a tiny model of any registered family: each config takes the names it has (DistilBERT calls
+# hidden_size `dim`, ...). Token ids match the WordPiece tokenizer the tiny models are paired with.
+TINY = {"hidden_size": 32, "dim": 32, "num_hidden_layers": 2, "n_layers": 2, "num_attention_heads": 2, "n_heads": 2,
+        "intermediate_size": 64, "hidden_dim": 64, "embedding_size": 16, "vocab_size": 30522,
+        "pad_token_id": 0, "bos_token_id": 101, "eos_token_id": 102, "cls_token_id": 101, "sep_token_id": 102,
+        "num_hidden_groups": 1, "inner_group_num": 1, "local_attention": 16, "max_relative_positions": 64}
 
-    common = dict(vocab_size=30522, max_position_embeddings=128)
-    if arch == "distilbert":
-        return DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64, **common)
-    if arch == "bert":
-        return BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, **common)
-    if arch == "roberta":  # pad id 0 to match the WordPiece tokenizer it is paired with here
-        return RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                             pad_token_id=0, bos_token_id=101, eos_token_id=102, vocab_size=30522,
-                             max_position_embeddings=130)
-    raise ValueError(arch)
+
+def tiny_config(model_type: str):
+    """A 2-layer, 32-wide config of `model_type` (any registered family), positions for 128 tokens."""
+    import dataclasses
+
+    from transformers import AutoConfig
+
+    from headtune.architectures import family_of
+
+    config = AutoConfig.for_model(model_type)
+    names = {f.name for f in dataclasses.fields(config)}
+    settings = {k: v for k, v in TINY.items() if k in names}
+    settings["max_position_embeddings"] = 128 + family_of(model_type).position_offset
+    return AutoConfig.for_model(model_type, **settings)
 
 
 def save_backbone(arch: str, folder: Path, tokenizer) -> Path:
@@ -68,6 +76,28 @@ def save_backbone(arch: str, folder: Path, tokenizer) -> Path:
     torch.manual_seed(0)
     model = AutoModel.from_config(tiny_config(arch))
     model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_pretrained_like(model_type: str, folder: Path, tokenizer) -> Path:
+    """A tiny random model saved as a pretrained checkpoint of its family is: every weight of the
+    sequence-classification class except the new head parts (so ModernBERT keeps its pretrained `head`,
+    BERT its pooler, DeBERTa lacks its ContextPooler)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from headtune.architectures import family_of
+    from headtune.checkpoint import own_head_keys
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(tiny_config(model_type))
+    with torch.no_grad():  # pretrained-looking scale, so pooled vectors differ clearly between texts
+        for name, p in model.named_parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    new = own_head_keys(family_of(model_type), model.config)
+    state = {k: v for k, v in model.state_dict().items() if k not in new}
+    model.save_pretrained(folder, state_dict=state, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -98,3 +128,39 @@ def sentiment_dir(tmp_path_factory) -> Path:
     sentiment_frame(400, seed=1).to_parquet(folder / "train.parquet")
     sentiment_frame(200, seed=2).to_parquet(folder / "test.parquet")
     return folder
+
+
+class Backbone:
+    """A loaded tiny model and everything the backbone pass needs: `extract(texts, **FeatureConfig)`."""
+
+    def __init__(self, path, pooling: str = "native", max_length: int = 40, labels=("neg", "pos"),
+                 train_pretrained: bool = False):
+        from transformers import AutoConfig, AutoTokenizer
+
+        from headtune.architectures import HeadPlan, family_of
+        from headtune.config import ModelConfig
+        from headtune.modeling import identity, load_for_training
+
+        config = AutoConfig.from_pretrained(path)
+        self.family = family_of(config.model_type)
+        self.reading = self.family.reading(config, pooling)
+        self.plan = HeadPlan(self.family, self.reading, train_pretrained)
+        self.cfg = ModelConfig(model=str(path), max_length=max_length, device="cpu", pooling=pooling)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = load_for_training(self.cfg, list(labels), 0, self.tokenizer, self.reading.class_config).model
+        self.identity = identity(self.cfg, self.model, self.tokenizer)
+        self.max_length = max_length
+
+    def reader(self, ids, mask):
+        from headtune.architectures import backbone_features
+
+        frozen = self.plan.frozen(self.model.config, self.model.state_dict())
+        return backbone_features(self.model, self.plan, frozen, ids, mask)
+
+    def extract(self, texts, *, identity=None, max_length=None, point=None, **cfg):
+        from headtune.config import FeatureConfig
+        from headtune.features import extract_features
+
+        return extract_features(self.reader, torch.device("cpu"), point or self.plan.point, self.tokenizer, texts,
+                                max_length=max_length or self.max_length, cfg=FeatureConfig(**cfg),
+                                identity=identity or self.identity, dtype=None)

@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 import headtune
 from headtune.cache import FeatureCache, cache_key, texts_digest
 from headtune.config import FeatureConfig, ModelConfig
-from headtune.features import extract_features, feature_key_parts
-from headtune.heads import HEADS
-from headtune.modeling import identity, load_for_training
+from conftest import Backbone
+from headtune.features import feature_key_parts
+from headtune.modeling import identity
 
 MAX_LENGTH = 32
 TEXTS = ["the film was great", "awful", "a dull and boring plot with a very bad ending", "superb music",
@@ -30,23 +30,20 @@ def _propagate(monkeypatch):
 
 @pytest.fixture(scope="module")
 def distilbert(tiny_models):
-    return load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
-                                         device="cpu"), ["neg", "pos"], seed=0)
+    return Backbone(tiny_models["distilbert"], max_length=MAX_LENGTH)
 
 
 def extract(loaded, texts, cache_dir, *, identity_=None, max_length=MAX_LENGTH, **cfg):
     cfg.setdefault("shard_size", 4)
-    return extract_features(loaded.model, loaded.spec, loaded.tokenizer, texts, max_length=max_length,
-                            cfg=FeatureConfig(cache_dir=str(cache_dir), **cfg),
-                            identity=identity_ or loaded.identity, dtype=None)
+    return loaded.extract(texts, identity=identity_, max_length=max_length, cache_dir=str(cache_dir), **cfg)
 
 
 # --------------------------------------------------------------------------- the key
 
 def test_every_keyed_input_changes_the_key(distilbert, tiny_models):
-    base_id, spec = distilbert.identity, distilbert.spec
+    base_id, point = distilbert.identity, distilbert.plan.point
 
-    def key(ident=base_id, sp=spec, max_length=MAX_LENGTH, dtype=None, texts=TEXTS, shard_size=4):
+    def key(ident=base_id, sp=point, max_length=MAX_LENGTH, dtype=None, texts=TEXTS, shard_size=4):
         return cache_key(feature_key_parts(ident, sp, max_length, dtype, texts, shard_size))
 
     base = key()
@@ -57,7 +54,7 @@ def test_every_keyed_input_changes_the_key(distilbert, tiny_models):
         "weights": key(ident={**base_id, "weights": {"model.safetensors": "0" * 64}}),
         "tokenizer": key(ident=identity(ModelConfig(model=str(tiny_models["distilbert"])), distilbert.model, tok)),
         "max_length": key(max_length=MAX_LENGTH + 1),
-        "pooling point": key(sp=HEADS["bert"]),
+        "pooling point": key(sp="mean"),
         "dtype": key(dtype=torch.bfloat16),
         "text order": key(texts=TEXTS[::-1]),
         "one text": key(texts=TEXTS[:3] + [TEXTS[3] + "!"] + TEXTS[4:]),

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headtune.config import FeatureConfig, ModelConfig
-from headtune.features import collate, extract_features, length_order, plan_batches, tokenize
-from headtune.modeling import load_for_training
+from headtune.config import FeatureConfig
+from headtune.features import collate, length_order, plan_batches, tokenize
+from conftest import Backbone
 
 MAX_LENGTH = 48
 
@@ -130,14 +130,12 @@ def test_tokenize_flags_are_exact_without_fast_encodings(tokenizer):
 
 @pytest.fixture(scope="module")
 def distilbert(tiny_models):
-    return load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH, device="cpu"),
-                             ["neg", "pos"], seed=0)
+    return Backbone(tiny_models["distilbert"], max_length=MAX_LENGTH)
 
 
 def _extract(loaded, texts, **cfg):
     cfg.setdefault("no_cache", True)
-    return extract_features(loaded.model, loaded.spec, loaded.tokenizer, texts, max_length=MAX_LENGTH,
-                            cfg=FeatureConfig(**cfg), identity=loaded.identity, dtype=None)
+    return loaded.extract(texts, **cfg)
 
 
 def test_budget_batching_returns_features_in_original_order(distilbert):

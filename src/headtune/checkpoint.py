@@ -1,15 +1,23 @@
-"""The saved model: the pretrained model's frozen body plus the trained head, written as one
-ordinary transformers checkpoint (config.json, model.safetensors, tokenizer files) that
-`AutoModelForSequenceClassification.from_pretrained` and `pipeline` load.
+"""The saved model: the pretrained model's frozen body plus the trained head, as a checkpoint folder
+that transformers loads.
 
-The body (every weight outside the head) is the same in every run on a model, so the run
-that loads the model stores it in the cache beside the features. A later run whose
-features and body are both cached writes its checkpoint from there, without loading the
-model or even importing its modeling code: that import alone is ~4 s of torch machinery.
+Two kinds of folder, chosen by what the head reads (architectures.Reading):
+- ordinary: the architecture's own `...ForSequenceClassification` expresses the reading, so the folder is
+  what `save_pretrained` writes (config.json, model.safetensors, tokenizer files), tensor for tensor;
+- pooled: a reading the class cannot express (mean pooling on BERT, say). The folder then holds
+  headtune's small modeling file (pooled_model.py, copied as modeling_headtune.py) and names it in
+  config.json's `auto_map`: transformers loads it with `trust_remote_code=True`; headtune loads it with
+  its own copy of that file and runs no code from the folder.
+
+The body (every weight outside the new head) is the same in every run on a model, so the run that
+loads the model stores it in the cache beside the features; a later run whose features and body are
+both cached writes its checkpoint from there, without loading the model.
 """
 from __future__ import annotations
 
 import copy
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,24 +25,38 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from .architectures import Family, HeadPlan
+from .architectures.parts import Chain
 from .cache import FeatureCache, cache_key
 from .config import FeatureConfig
-from .heads import HeadSpec, count_parameters, is_head_key
 
 BODY_FILE = "body.safetensors"
+MODELING_FILE = "modeling_headtune.py"
+SETTINGS_FILE = "headtune.json"
+POOLED_CLASS = "HeadtunePooledForSequenceClassification"
+AUTO_MAP = {"AutoConfig": "modeling_headtune.HeadtunePooledConfig",
+            "AutoModelForSequenceClassification": f"modeling_headtune.{POOLED_CLASS}"}
 
 
 @dataclass
 class Body:
-    tensors: dict[str, torch.Tensor]  # the classification model's state dict without the head's keys
+    tensors: dict[str, torch.Tensor]  # the classification model's state dict without its new head's keys
     architecture: str  # the model class config.json names, e.g. "BertForSequenceClassification"
     parameters: int  # frozen parameters (buffers in the state dict are not parameters)
 
 
-def body_of(model: nn.Module, spec: HeadSpec) -> Body:
+def own_head_keys(family: Family, config) -> set[str]:
+    """The keys of the new head parts of the family's own class (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return set(Chain(family.new_head(config, config.num_labels)).state_dict())
+
+
+def body_of(model: nn.Module, family: Family) -> Body:
+    new = own_head_keys(family, model.config)
     # on the host: the cache's checksum reads the bytes, and the checkpoint is written from host memory
-    tensors = {k: v.cpu() for k, v in model.state_dict().items() if not is_head_key(spec, k)}
-    return Body(tensors, type(model).__name__, count_parameters(model, spec)[1])
+    tensors = {k: v.cpu() for k, v in model.state_dict().items() if k not in new}
+    frozen = sum(p.numel() for name, p in model.named_parameters() if name not in new)
+    return Body(tensors, type(model).__name__, frozen)
 
 
 def body_cache(cfg: FeatureConfig, identity: dict) -> FeatureCache | None:
@@ -58,25 +80,80 @@ def save_body(cache: FeatureCache, body: Body) -> None:
                 {"architecture": body.architecture, "parameters": str(body.parameters)})
 
 
-def classifier_config(config, label_names: list[str], body: Body):
-    """The backbone's config as a classifier's: labels, architecture and dtype, as `save_pretrained` records them."""
-    config = copy.deepcopy(config)
+def _dtype(body: Body) -> torch.dtype:
+    return next((t.dtype for t in body.tensors.values() if t.is_floating_point()), torch.float32)
+
+
+def _labelled(config, label_names: list[str], problem_type: str):
     config.id2label = dict(enumerate(label_names))
     config.label2id = {name: i for i, name in enumerate(label_names)}
-    config.architectures = [body.architecture]
-    config.dtype = next((t.dtype for t in body.tensors.values() if t.is_floating_point()), torch.float32)
+    config.problem_type = problem_type
     return config
 
 
-def save_checkpoint(folder: Path, config, body: Body, head: nn.Module, tokenizer) -> None:
-    """Write body + trained head + config + tokenizer as a checkpoint folder."""
+def ordinary_config(config, plan: HeadPlan, label_names: list[str], body: Body, problem_type: str):
+    """The backbone's config as its classifier's: labels, problem type, architecture, dtype and the settings
+    the class needs for the reading, as `save_pretrained` records them."""
+    config = _labelled(copy.deepcopy(config), label_names, problem_type)
+    for key, value in plan.reading.class_config.items():
+        setattr(config, key, value)
+    config.architectures = [body.architecture]
+    config.dtype = _dtype(body)
+    return config
+
+
+def pooled_config(config, plan: HeadPlan, label_names: list[str], body: Body, problem_type: str):
+    from .pooled_model import HeadtunePooledConfig
+
+    encoder = {k: v for k, v in config.to_dict().items()
+               if k not in ("id2label", "label2id", "problem_type", "architectures", "auto_map", "_name_or_path")}
+    pooled = HeadtunePooledConfig(encoder=encoder, pooling=plan.reading.pooling,
+                                  classifier_dropout=plan.family.dropout(config))
+    pooled = _labelled(pooled, label_names, problem_type)
+    pooled.architectures = [POOLED_CLASS]
+    pooled.auto_map = dict(AUTO_MAP)
+    pooled.dtype = _dtype(body)
+    return pooled
+
+
+def pooled_state(body: Body, plan: HeadPlan, config) -> dict[str, torch.Tensor]:
+    """The body under headtune's pooled model's names: the backbone's weights as `backbone.*`; the family's
+    pretrained head parts (BERT's pooler, ...) are left out, since the pooled model reads no pooler."""
+    family = plan.family
+    dropped = set()
+    if family.pretrained is not None:
+        with torch.device("meta"):
+            dropped = set(Chain(family.pretrained(config)).state_dict())
+    prefix = family.prefix + "."
+    state = {}
+    for key, tensor in body.tensors.items():
+        if key in dropped:
+            continue
+        if not key.startswith(prefix):  # never expected: a family whose body has weights outside its backbone
+            raise ValueError(f"weight {key} is outside the {family.name} backbone '{family.prefix}'")
+        state["backbone." + key[len(prefix):]] = tensor
+    return state
+
+
+def save_checkpoint(folder: Path, config, body: Body, head: nn.Module, plan: HeadPlan, label_names: list[str],
+                    problem_type: str, tokenizer) -> None:
+    """Write body + trained head + config + tokenizer as a checkpoint folder (ordinary or pooled)."""
     folder.mkdir(parents=True, exist_ok=True)
-    overlap = set(head.state_dict()) & set(body.tensors)
+    head_state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
+    if plan.reading.own_head:
+        # pretrained head parts that trained (--train-pretrained-head) replace their frozen copies in the body
+        state = {k: v for k, v in body.tensors.items() if k not in head_state}
+        out_config = ordinary_config(config, plan, label_names, body, problem_type)
+    else:
+        state = pooled_state(body, plan, config)
+        out_config = pooled_config(config, plan, label_names, body, problem_type)
+        shutil.copyfile(Path(__file__).with_name("pooled_model.py"), folder / MODELING_FILE)
+    overlap = set(head_state) & set(state)
     if overlap:  # a head key in the body would be silently replaced; never expected
         raise ValueError(f"head keys also in the model body: {sorted(overlap)}")
-    state = {**body.tensors, **{k: v.detach().cpu() for k, v in head.state_dict().items()}}
-    save_file({k: v.contiguous() for k, v in state.items()}, folder / "model.safetensors", metadata={"format": "pt"})
-    config.save_pretrained(folder)
+    save_file({k: v.contiguous() for k, v in {**state, **head_state}.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    out_config.save_pretrained(folder)
     save_tokenizer(tokenizer, folder)
 
 
@@ -88,3 +165,9 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
         backend.no_truncation()
         backend.no_padding()
     tokenizer.save_pretrained(folder)
+
+
+def write_settings(folder: Path, settings: dict) -> None:
+    """headtune.json: how the folder was trained (pooling, max length, threshold, where its features came
+    from), for `headtune predict` and `headtune evaluate`."""
+    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")

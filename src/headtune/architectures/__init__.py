@@ -1,0 +1,177 @@
+"""One entry per architecture family: everything headtune knows about a family lives in its module.
+
+A `Family` says what its `...ForSequenceClassification` class does after the backbone (which head
+parts come pretrained, which are new, how the new ones are initialised), how to read each pooling
+(`Reading`), whether its last layer can run for the first token only, its position offset and its
+tokenizer files. Nothing outside this package branches on `model_type`: it asks `family_of`.
+
+Adding a family: write a module beside bert.py that defines `FAMILY`, and list it in `_MODULES`.
+The registry-parametrised tests then test it (features vs the full model, trainable parameters,
+checkpoints that load in `pipeline`).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .parts import Chain, Part, linear_head, normal_init, pool
+
+READABLE = ("native", "cls", "mean")  # what --pooling can ask of a family ("auto" is resolved before)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the head reads, and which head reads it."""
+
+    name: str  # the pooling as asked for: "native", "cls" or "mean" (metrics.json's "pooling")
+    pooling: str  # the vector taken from the last hidden states: "cls" (first token) or "mean" (over real tokens)
+    through_pretrained: bool  # the family's pretrained head parts (BERT's pooler, ...) apply to that vector
+    own_head: bool  # True: the architecture's own head, an ordinary checkpoint; False: headtune's pooled model
+    class_config: dict = field(default_factory=dict)  # settings the own class needs (ModernBERT: classifier_pooling)
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]  # config.model_type values this entry covers
+    prefix: str  # the backbone's attribute in ...ForSequenceClassification (its base_model_prefix)
+    new_head: Callable[[Any, int], list[Part]]  # (config, labels) -> the head parts a pretrained checkpoint lacks
+    dropout: Callable[[Any], float]  # the head's dropout, also used by headtune's linear head on this family
+    pretrained: Callable[[Any], list[Part]] | None = None  # head parts that come pretrained (frozen by default)
+    read: Callable[[Any, str], Reading] | None = None  # (config, pooling) -> Reading; default: `first_token_family`
+    layers: Callable[[nn.Module], nn.Module] | None = None  # backbone -> the module whose `.layer` holds the layers
+    last_layer_first: Callable | None = None  # (last layer, hidden below it, mask) -> first position's output
+    init: Callable[[nn.Module, Any, torch.Generator], None] = normal_init  # initialises the new head parts
+    position_offset: int = 0  # positions the tokenizer cannot use (RoBERTa-style: padding_idx + 1)
+    tokenizer_files: tuple[str, ...] = ("tokenizer.json",)
+    notes: str = ""  # shown by `headtune models`
+
+    def reading(self, config, pooling: str) -> Reading:
+        return (self.read or first_token_family)(config, pooling)
+
+    @property
+    def trimmed(self) -> bool:
+        """The cls reading runs the last layer for the first position only (see parts.bert_layer_first)."""
+        return self.last_layer_first is not None
+
+
+def first_token_family(config, pooling: str) -> Reading:
+    """A class whose head reads the first token's hidden state and has no pretrained parts (DistilBERT,
+    RoBERTa, ELECTRA, DeBERTa, MPNet): native and cls are the same reading; mean needs headtune's model."""
+    if pooling in ("native", "cls"):
+        return Reading(pooling, "cls", False, True)
+    return Reading(pooling, pooling, False, False)
+
+
+def pooler_family(config, pooling: str) -> Reading:
+    """A class whose head reads a pretrained pooler on the first token (BERT, ALBERT): native goes through
+    the pooler; cls (the raw first token) and mean need headtune's model."""
+    if pooling == "native":
+        return Reading("native", "cls", True, True)
+    return Reading(pooling, pooling, False, False)
+
+
+_MODULES = ("distilbert", "bert", "roberta", "albert", "electra", "deberta_v2", "mpnet", "modernbert")
+FAMILIES: tuple[Family, ...] = tuple(importlib.import_module(f".{m}", __name__).FAMILY for m in _MODULES)
+_BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
+
+
+def family_of(model_type: str) -> Family | None:
+    """The registered family of a config's model_type, or None (the model then trains the slow way)."""
+    return _BY_TYPE.get(model_type)
+
+
+def tokenizer_files() -> tuple[str, ...]:
+    """Every file that makes a tokenizer on its own, across the families."""
+    return tuple(dict.fromkeys(name for family in FAMILIES for name in family.tokenizer_files))
+
+
+# --------------------------------------------------------------------------- heads
+
+
+@dataclass
+class HeadPlan:
+    """The head a run trains on a family and reading, and the frozen head parts before it."""
+
+    family: Family
+    reading: Reading
+    train_pretrained: bool  # the pretrained head parts train too (--train-pretrained-head)
+
+    @property
+    def frozen_parts(self) -> bool:
+        """Pretrained head parts that run inside the backbone pass, frozen."""
+        return self.reading.through_pretrained and not self.train_pretrained
+
+    @property
+    def point(self) -> str:
+        """What the cached features are: part of the feature-cache key."""
+        point = self.reading.pooling
+        return f"{point}>pretrained-head" if self.frozen_parts else point
+
+    def parts(self, config, num_labels: int) -> tuple[list[Part], list[Part]]:
+        """(pretrained parts that train, new parts) of the head."""
+        pretrained = self.family.pretrained(config) if self.reading.through_pretrained and self.train_pretrained else []
+        if self.reading.own_head:
+            return pretrained, self.family.new_head(config, num_labels)
+        return pretrained, linear_head(config.hidden_size, num_labels, self.family.dropout(config))
+
+    def new_head(self, config, num_labels: int, seed: int, pretrained_state: dict[str, torch.Tensor] | None = None
+                 ) -> Chain:
+        """The untrained head: new parts initialised as transformers initialises them, from their own seeded
+        generator (the same seed gives the same head whatever else drew from torch's global RNG); pretrained
+        parts that train start from their pretrained weights (`pretrained_state`: the model's state dict)."""
+        trained_pretrained, new = self.parts(config, num_labels)
+        head = Chain(trained_pretrained + new)
+        fresh = Chain(new)  # the same module objects: init touches only the new parts
+        self.family.init(fresh, config, torch.Generator().manual_seed(seed))
+        if trained_pretrained:
+            keys = [k for k in head.state_dict() if k not in fresh.state_dict()]
+            head.load_state_dict({k: pretrained_state[k] for k in keys}, strict=False)
+        return head
+
+    def head_keys(self, config, num_labels: int) -> set[str]:
+        """The checkpoint keys the trained head writes."""
+        trained_pretrained, new = self.parts(config, num_labels)
+        return set(Chain(trained_pretrained + new).state_dict())
+
+    def pretrained_left_out(self, config) -> int:
+        """Parameters of the body that are not frozen weights of the saved model: pretrained head parts that
+        train (they count as head), or that headtune's pooled model has no use for (BERT's pooler on mean)."""
+        if self.family.pretrained is None:
+            return 0
+        if self.reading.own_head and not (self.reading.through_pretrained and self.train_pretrained):
+            return 0
+        with torch.device("meta"):
+            return sum(p.numel() for p in Chain(self.family.pretrained(config)).parameters())
+
+    def frozen(self, config, state: dict[str, torch.Tensor]) -> Chain | None:
+        """The pretrained head parts that run in the backbone pass, with their weights from `state`."""
+        if not self.frozen_parts:
+            return None
+        chain = Chain(self.family.pretrained(config))
+        chain.load_state_dict({k: state[k] for k in chain.state_dict()})
+        return chain.eval()
+
+
+def backbone_features(model: nn.Module, plan: HeadPlan, frozen: Chain | None, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, trim: bool = True) -> torch.Tensor:
+    """The tensor the head reads, from a loaded ...ForSequenceClassification model (eval mode).
+
+    With `trim` and a family that allows it, the cls reading runs the last layer for the first position
+    only; `trim=False` is the ordinary full forward (tests compare the two; benchmarks' baselines use it).
+    """
+    family, base = plan.family, model.base_model
+    if plan.reading.pooling == "cls" and trim and family.trimmed:
+        from .parts import without_last_layer
+
+        with without_last_layer(family.layers(base)) as last:
+            below = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        vector = family.last_layer_first(last, below, attention_mask)[:, 0]
+    else:
+        hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        vector = pool(hidden, attention_mask, plan.reading.pooling)
+    return frozen(vector) if frozen is not None else vector
