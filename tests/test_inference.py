@@ -244,12 +244,34 @@ def test_default_max_length_is_headtune_json_else_the_models_limit(trained_at_8,
 # --------------------------------------------------------------------------- input files
 
 
+def test_blank_lines_at_the_end_of_a_file_are_ignored(binary, tmp_path, capsys):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("a great film\ndull mess\n\n   \n\t\n\n")
+    rows, _ = predicted(["--model", folder, "--file", path], capsys)
+    assert [r["text"] for r in rows] == ["a great film", "dull mess"]
+
+
+def test_blank_lines_at_the_end_of_stdin_are_ignored(binary, capsys, monkeypatch):
+    folder, _ = binary
+    monkeypatch.setattr("sys.stdin", io.StringIO("a great film\r\ndull mess\r\n\r\n"))
+    rows, _ = predicted(["--model", folder, "-"], capsys)
+    assert [r["text"] for r in rows] == ["a great film", "dull mess"]
+
+
 def test_a_blank_line_between_texts_is_still_refused(binary, tmp_path, capsys):
     folder, _ = binary
     path = tmp_path / "texts.txt"
-    path.write_text("a great film\n  \ndull mess\n")
+    path.write_text("a great film\n  \ndull mess\n\n")
     assert one_line_error(["--model", folder, "--file", path], capsys) == \
         "line 2 is empty or whitespace only; every line must hold UTF-8 text"
+
+
+def test_a_file_of_blank_lines_has_no_texts(binary, tmp_path, capsys):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("\n \n\n")
+    assert one_line_error(["--model", folder, "--file", path], capsys).startswith("no texts to predict")
 
 
 # --------------------------------------------------------------------------- the API
@@ -261,6 +283,16 @@ def test_api_takes_a_path_and_matches_the_cli(binary, capsys):
     assert isinstance(folder, Path)
     assert headtune.predict(TEXTS, model=folder, device="cpu") == rows
     assert headtune.predict(TEXTS[0], model=folder, device="cpu") == rows[:1]  # one string: one text
+
+
+def test_api_reads_a_file(binary, tmp_path):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("a great film\ndull mess\n\n")
+    assert headtune.predict(None, model=folder, file=path, device="cpu") == \
+        headtune.predict(["a great film", "dull mess"], model=folder, device="cpu")
+    with pytest.raises(HeadtuneError, match="not both"):
+        headtune.predict(["x"], model=folder, file=path)
 
 
 def test_api_error_for_a_missing_folder_is_the_cli_line(tmp_path, capsys):

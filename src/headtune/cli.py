@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_lines(source: str) -> list[str]:
-    """Texts from a file (or '-' for stdin), one per line."""
+    """Texts from a file (or '-' for stdin), one per line. Blank lines at the end are dropped (editors and
+    `echo` leave them); a blank line between texts stays an error, since it may be a lost text."""
     try:
         if source == "-":
             data = sys.stdin.read()
@@ -99,7 +100,10 @@ def read_lines(source: str) -> list[str]:
         raise HeadtuneError(f"{'stdin' if source == '-' else source} is not valid UTF-8 text") from None
     except OSError as err:
         raise HeadtuneError(f"cannot read {source}: {err.strerror}") from None
-    return data.splitlines()
+    lines = data.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def _predict_texts(args: dict) -> tuple[list[str], str]:
