@@ -25,8 +25,8 @@ from headtune import cli
 from headtune.config import DataConfig
 from headtune.data import encode_labels, invalid_texts, load_splits, sample_stratified
 from headtune.errors import HeadtuneError
-from headtune.modeling import load_classifier
 from headtune.inference import check_texts, class_probabilities
+from headtune.saved import load_classifier
 
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -58,7 +58,7 @@ def classifier(tiny_models, tmp_path_factory):
         tiny_models["distilbert"], num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_models["distilbert"]).save_pretrained(folder)
-    clf, tokenizer = load_classifier(str(folder), torch.device("cpu"))
+    clf, tokenizer, _ = load_classifier(str(folder), torch.device("cpu"))
     return folder, clf, tokenizer
 
 
@@ -122,7 +122,8 @@ def cached_loader(classifier):
     """`headtune predict` loads the model once for the whole module (a patch in the test, not in headtune)."""
     _, clf, tokenizer = classifier
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(headtune.inference, "load_classifier", lambda path, device, allow_pickle=False: (clf, tokenizer))
+        patch.setattr(headtune.inference, "load_classifier",
+                      lambda path, device, allow_pickle=False: (clf, tokenizer, {}))
         yield
 
 
@@ -139,9 +140,14 @@ def assert_predicted_or_one_line_error(code: int, out: str, err: str, texts: lis
         rows = json.loads(out)
         assert [r["text"] for r in rows] == texts
         for row in rows:
+            assert list(row)[:4] == ["text", "neg_prob", "pos_prob", "label"]
+            assert list(row)[4:] in ([], ["truncated"]) and row.get("truncated", True) is True
             assert row["label"] in ("neg", "pos")
             assert math.isclose(row["neg_prob"] + row["pos_prob"], 1, abs_tol=1e-5)
-        assert err == ""
+        cut = sum("truncated" in row for row in rows)
+        # stderr: nothing, or the one truncation line counting the rows marked "truncated"
+        assert err == (f"headtune: {cut} of {len(rows)} texts were longer than 32 tokens and were truncated to "
+                       f'them (marked "truncated": true)\n' if cut else "")
     else:
         assert code == 2, err
         assert out == ""
@@ -172,6 +178,8 @@ def test_predict_file_of_any_bytes(classifier, cached_loader, data):
     except UnicodeDecodeError:
         assert code == 2 and "not valid UTF-8" in err, err
         return
+    while lines and not lines[-1].strip():  # blank lines at the end are ignored
+        lines.pop()
     assert_predicted_or_one_line_error(code, out, err, lines)
     assert (code == 0) == (bool(lines) and all(line.strip() for line in lines)), err
 

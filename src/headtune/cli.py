@@ -1,4 +1,4 @@
-"""The `headtune` command: a thin door onto `workflow.run` and `predict.predict`.
+"""The `headtune` command: a thin door onto `workflow.run` and `inference.predict`.
 
 Flags are generated from the config dataclasses, so a setting is named, typed and
 documented once. Every failure ends in one line on stderr: exit 2 for bad input,
@@ -76,14 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
         add_config_flags(train, config_cls, f"{section} settings")
 
     predict = sub.add_parser("predict", parents=[common], help="Classify texts with a trained model; prints JSON.",
-                             description="Print a JSON list with one {text, <label>_prob..., label} object per text.")
+                             description="Print a JSON list with one object per text: {text, <label>_prob..., "
+                                         "label} for two labels; {text, label, <label>_prob...} (most probable "
+                                         "first) for more or with --top-k; {text, labels, <label>_prob...} for "
+                                         "multi-label models. A text cut to --max-length gets \"truncated\": true.")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to classify; '-' reads stdin, one per line.")
     add_config_flags(predict, PredictConfig, "predict settings")
     return parser
 
 
 def read_lines(source: str) -> list[str]:
-    """Texts from a file (or '-' for stdin), one per line."""
+    """Texts from a file (or '-' for stdin), one per line. Blank lines at the end are dropped (editors and
+    `echo` leave them); a blank line between texts stays an error, since it may be a lost text."""
     try:
         if source == "-":
             data = sys.stdin.read()
@@ -96,7 +100,10 @@ def read_lines(source: str) -> list[str]:
         raise HeadtuneError(f"{'stdin' if source == '-' else source} is not valid UTF-8 text") from None
     except OSError as err:
         raise HeadtuneError(f"cannot read {source}: {err.strerror}") from None
-    return data.splitlines()
+    lines = data.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def _predict_texts(args: dict) -> tuple[list[str], str]:

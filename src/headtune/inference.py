@@ -1,14 +1,31 @@
-"""Predicting with a saved model: texts in, one {text, <label>_prob..., label} dict per text out."""
+"""Predicting with a saved model: texts in, one dict per text out.
+
+Row shapes (keys in this order):
+- two single-label classes, no top_k: {text, <label0>_prob, <label1>_prob, label}, as headtune has always printed;
+- otherwise single-label: {text, label, <label>_prob, then the other labels' <name>_prob, most probable first},
+  the top_k most probable only when top_k is given;
+- multi-label: {text, labels (those at or above the threshold, most probable first), then <name>_prob
+  most probable first}, top_k limiting the probabilities listed, not `labels`.
+A text cut to the max length gets "truncated": true as its last key.
+"""
 from __future__ import annotations
+
+import dataclasses
+import logging
 
 import numpy as np
 import torch
 
 from .config import PredictConfig
 from .data import text_problem
-from .errors import HeadtuneError
+from .errors import HeadtuneError, flag
 from .features import collate, length_order, resolve_device, tokenize
-from .modeling import check_max_length, load_classifier, max_positions
+from .modeling import check_max_length, max_positions
+from .saved import encoder_config, load_classifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THRESHOLD = 0.5
 
 
 def check_texts(texts, source: str = "text") -> list[str]:
@@ -16,6 +33,8 @@ def check_texts(texts, source: str = "text") -> list[str]:
     strings that are not valid Unicode (lone surrogates, e.g. from command-line bytes that are not UTF-8)."""
     if isinstance(texts, str):
         texts = [texts]
+    if isinstance(texts, (bytes, bytearray)):  # list() would make it a list of ints
+        raise HeadtuneError(f"texts must be a list of strings (got {type(texts).__name__}); decode the bytes first")
     try:
         texts = list(texts)
     except TypeError:
@@ -29,29 +48,126 @@ def check_texts(texts, source: str = "text") -> list[str]:
     return texts
 
 
-def predict(texts, model: str = PredictConfig.model, **settings) -> list[dict]:
-    """Class probabilities for each text from the model folder `model` (see PredictConfig for settings)."""
-    cfg = PredictConfig(model=model, **settings)
-    texts = check_texts(texts)
-    clf, tokenizer = load_classifier(cfg.model, resolve_device(cfg.device), cfg.allow_pickle)
-    limit = max_positions(clf, tokenizer)
-    if cfg.max_length is not None:
-        check_max_length(cfg.max_length, limit)
-    probs = class_probabilities(clf, tokenizer, texts, cfg.max_length or limit, cfg.batch_size)
-    names = [clf.config.id2label[i] for i in range(clf.config.num_labels)]
-    return [{"text": text, **{f"{name}_prob": float(p) for name, p in zip(names, row)}, "label": names[int(row.argmax())]}
-            for text, row in zip(texts, probs)]
+def predict(texts, model=PredictConfig.model, **settings) -> list[dict]:
+    """One row per text from the model folder `model` (see the module docstring for the rows and
+    PredictConfig for the settings). With file=PATH the texts come from that file, one per line."""
+    cfg = _config(model, settings)
+    texts, source = _texts(texts, cfg.file)
+    texts = check_texts(texts, source)
+    clf, tokenizer, saved = load_classifier(cfg.model, resolve_device(cfg.device), cfg.allow_pickle)
+    multi_label = is_multi_label(clf.config, saved)
+    threshold = _threshold(cfg.threshold, saved, multi_label)
+    max_length = _max_length(cfg.max_length, clf, tokenizer, saved)
+    scores = score_texts(clf, tokenizer, texts, max_length, cfg.batch_size, multi_label)
+    _warn_truncated(scores.truncated, max_length)
+    names = label_names(clf.config)
+    rows = []
+    for text, probs, cut in zip(texts, scores.probs, scores.truncated):
+        row = (multi_label_row(text, probs, names, cfg.top_k, threshold) if multi_label
+               else single_label_row(text, probs, names, cfg.top_k))
+        if cut:
+            row["truncated"] = True
+        rows.append(row)
+    return rows
 
 
-def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int) -> np.ndarray:
-    """Softmax of the full model's logits, batched by length, in the texts' order."""
-    ids = tokenize(tokenizer, texts, max_length).ids
-    order = length_order(np.array([len(x) for x in ids]))
+def _config(model, settings: dict) -> PredictConfig:
+    # the API's counterpart of an unknown flag: one line, not the dataclass's TypeError
+    known = {f.name for f in dataclasses.fields(PredictConfig)}
+    unknown = [name for name in settings if name not in known]
+    if unknown:
+        raise HeadtuneError(f"unknown setting {flag(unknown[0])}; see headtune predict --help for the settings")
+    return PredictConfig(model=model, **settings)
+
+
+def _texts(texts, file: str | None) -> tuple:
+    """The texts, and what to call one of them in an error: the CLI reads --file itself, the API here."""
+    if file is None:
+        return texts, "text"
+    if texts is not None and (isinstance(texts, str) or not hasattr(texts, "__len__") or len(texts)):
+        raise HeadtuneError("give texts as arguments or with --file, not both")
+    from .cli import read_lines
+
+    return read_lines(file), "line"
+
+
+def is_multi_label(config, saved: dict) -> bool:
+    problem = getattr(config, "problem_type", None) or saved.get("problem_type")
+    return problem == "multi_label_classification"
+
+
+def _threshold(asked: float | None, saved: dict, multi_label: bool) -> float | None:
+    if not multi_label:
+        if asked is not None:  # a silent no-op would look like a threshold that did nothing
+            raise HeadtuneError(f"{flag('threshold')} applies to multi-label models only, and this model is "
+                                f"single-label; drop {flag('threshold')}")
+        return None
+    for value in (asked, saved.get("threshold")):
+        if value is not None:
+            return float(value)
+    return DEFAULT_THRESHOLD
+
+
+def _max_length(asked: int | None, model, tokenizer, saved: dict) -> int:
+    limit = max_positions(encoder_config(model.config), tokenizer)
+    if asked is not None:
+        check_max_length(asked, limit)
+        return asked
+    # the length the head was trained with: its features never saw tokens beyond it
+    return min(saved.get("max_length") or limit, limit)
+
+
+def _warn_truncated(truncated: np.ndarray, max_length: int) -> None:
+    cut = int(truncated.sum())
+    if cut:
+        log.warning('%d of %d texts were longer than %d tokens and were truncated to them (marked "truncated": true)',
+                    cut, len(truncated), max_length)
+
+
+def label_names(config) -> list[str]:
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def _most_probable_first(probs: np.ndarray) -> list[int]:
+    return np.argsort(-probs, kind="stable").tolist()  # stable: ties keep label order, as argmax does
+
+
+def single_label_row(text: str, probs: np.ndarray, names: list[str], top_k: int | None = None) -> dict:
+    if top_k is None and len(names) == 2:  # the shape headtune has always printed for two labels
+        return {"text": text, **{f"{name}_prob": float(p) for name, p in zip(names, probs)},
+                "label": names[int(probs.argmax())]}
+    order = _most_probable_first(probs)[:top_k]
+    return {"text": text, "label": names[order[0]], **{f"{names[i]}_prob": float(probs[i]) for i in order}}
+
+
+def multi_label_row(text: str, probs: np.ndarray, names: list[str], top_k: int | None, threshold: float) -> dict:
+    order = _most_probable_first(probs)
+    return {"text": text, "labels": [names[i] for i in order if probs[i] >= threshold],
+            **{f"{names[i]}_prob": float(probs[i]) for i in order[:top_k]}}
+
+
+@dataclasses.dataclass
+class Scores:
+    probs: np.ndarray  # (texts, labels): softmax, or sigmoid for a multi-label model
+    truncated: np.ndarray  # (texts,) bool: the text was cut to max_length
+
+
+def score_texts(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
+                multi_label: bool = False) -> Scores:
+    """The full model's probabilities, batched by length, in the texts' order, and which texts were cut."""
+    tokens = tokenize(tokenizer, texts, max_length)
+    order = length_order(np.array([len(x) for x in tokens.ids]))
     device = next(model.parameters()).device
     probs = np.empty((len(texts), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for chunk in np.array_split(order, -(-len(order) // batch_size)):
-            input_ids, mask = collate([ids[i] for i in chunk], tokenizer.pad_token_id or 0)
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            probs[chunk] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return probs
+            input_ids, mask = collate([tokens.ids[i] for i in chunk], tokenizer.pad_token_id or 0)
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
+            probs[chunk] = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).cpu().numpy()
+    return Scores(probs, np.asarray(tokens.truncated, dtype=bool))
+
+
+def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int,
+                        multi_label: bool = False) -> np.ndarray:
+    """score_texts' probabilities alone."""
+    return score_texts(model, tokenizer, texts, max_length, batch_size, multi_label).probs

@@ -222,19 +222,3 @@ def identity(cfg: ModelConfig, model_or_config, tokenizer) -> dict:
         "tokenizer_class": type(tokenizer).__name__,
     }
 
-
-def load_classifier(path: str, device: torch.device, allow_pickle: bool = False):
-    """A saved sequence-classification checkpoint and its tokenizer, for prediction."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    folder = Path(path).expanduser()
-    _check_local_folder(folder, allow_pickle)
-    cfg = ModelConfig(model=str(folder), allow_pickle=allow_pickle)
-    config = _load(AutoConfig, str(folder), cfg)
-    if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
-        raise HeadtuneError(f"{folder} is not a text-classification checkpoint (its architecture is "
-                            f"{', '.join(config.architectures or ['unknown'])}); train one with headtune train")
-    tokenizer = load_tokenizer(str(folder), cfg)
-    model = _load(AutoModelForSequenceClassification, str(folder), cfg,
-                  use_safetensors=None if allow_pickle else True)
-    return model.to(device).eval(), tokenizer

@@ -1,0 +1,331 @@
+"""`headtune predict` and `headtune.predict`: row shapes, --top-k, multi-label, truncation, input files,
+and the API's errors, on tiny saved classifiers whose own probabilities are the expected ones."""
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import headtune
+from headtune import cli
+from headtune.errors import HeadtuneError
+
+from saved_models import expected_probs, save_ordinary, save_pooled
+
+TEXTS = ["a great film with a moving story", "dull mess"]
+LONG = " ".join(["the movie was quite boring and the plot a mess"] * 3)  # 30 words: over 8 tokens, under 128
+MULTI = "multi_label_classification"
+GENRES = ["action", "comedy", "drama", "horror"]
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def predicted(argv, capsys) -> tuple[list[dict], str]:
+    code, out, err = run_cli(["predict", *argv], capsys)
+    assert code == 0, err
+    return json.loads(out), err
+
+
+def one_line_error(argv, capsys) -> str:
+    code, out, err = run_cli(["predict", *argv], capsys)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith("headtune: error: ")
+    return err.strip().removeprefix("headtune: error: ")
+
+
+def descending(row: dict) -> list[float]:
+    probs = [v for k, v in row.items() if k.endswith("_prob")]
+    assert probs == sorted(probs, reverse=True), row
+    return probs
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("binary") / "model"
+    return folder, save_ordinary(folder, tokenizer, ["neg", "pos"])
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("three") / "model"
+    return folder, save_ordinary(folder, tokenizer, ["bad", "good", "meh"], seed=3)
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("many") / "model"
+    return folder, save_pooled(folder, tokenizer, [f"intent_{i:02d}" for i in range(77)], seed=7)
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory, tokenizer):
+    folder = tmp_path_factory.mktemp("multi") / "model"
+    return folder, save_ordinary(folder, tokenizer, GENRES, problem_type=MULTI, seed=5)
+
+
+# --------------------------------------------------------------------------- row shapes
+
+
+def test_two_labels_keep_todays_rows(binary, tokenizer, capsys):
+    folder, model = binary
+    rows, err = predicted(["--model", folder, *TEXTS], capsys)
+    assert err == ""
+    assert [list(r) for r in rows] == [["text", "neg_prob", "pos_prob", "label"]] * 2
+    for row, text, probs in zip(rows, TEXTS, expected_probs(model, tokenizer, TEXTS)):
+        assert row["text"] == text
+        assert [row["neg_prob"], row["pos_prob"]] == pytest.approx(probs, abs=1e-5)
+        assert row["label"] == ["neg", "pos"][int(np.argmax(probs))]
+
+
+def test_two_labels_with_top_k_put_the_label_first(binary, capsys):
+    folder, _ = binary
+    plain, _ = predicted(["--model", folder, *TEXTS], capsys)
+    top1, _ = predicted(["--model", folder, "--top-k", "1", *TEXTS], capsys)
+    top2, _ = predicted(["--model", folder, "--top-k", "2", *TEXTS], capsys)
+    for p, one, two in zip(plain, top1, top2):
+        assert list(one) == ["text", "label", f"{p['label']}_prob"]
+        assert one["label"] == p["label"] and one[f"{p['label']}_prob"] == p[f"{p['label']}_prob"]
+        other = "neg" if p["label"] == "pos" else "pos"
+        assert list(two) == ["text", "label", f"{p['label']}_prob", f"{other}_prob"]
+        descending(two)
+
+
+def test_three_labels_most_probable_first(three, tokenizer, capsys):
+    folder, model = three
+    rows, _ = predicted(["--model", folder, *TEXTS], capsys)
+    names = ["bad", "good", "meh"]
+    for row, probs in zip(rows, expected_probs(model, tokenizer, TEXTS)):
+        order = np.argsort(probs)[::-1]
+        assert list(row) == ["text", "label", *[f"{names[i]}_prob" for i in order]]
+        assert row["label"] == names[order[0]]
+        assert descending(row) == pytest.approx(sorted(probs, reverse=True), abs=1e-5)
+
+
+def test_top_k_above_the_number_of_labels_lists_them_all(three, capsys):
+    folder, _ = three
+    rows, _ = predicted(["--model", folder, "--top-k", "10", *TEXTS], capsys)
+    everything, _ = predicted(["--model", folder, *TEXTS], capsys)
+    assert rows == everything
+
+
+def test_77_labels_with_top_k_3_stay_short(many, tokenizer, capsys):
+    folder, model = many
+    rows, _ = predicted(["--model", folder, "--top-k", "3", *TEXTS], capsys)
+    everything = headtune.predict(TEXTS, model=folder, device="cpu")
+    assert [len(r) for r in everything] == [2 + 77] * 2
+    for row, full, probs in zip(rows, everything, expected_probs(model, tokenizer, TEXTS)):
+        assert len(row) == 5  # text, label and 3 probabilities
+        top3 = np.argsort(probs)[::-1][:3]
+        assert list(row) == ["text", "label", *[f"intent_{i:02d}_prob" for i in top3]]
+        assert row["label"] == f"intent_{top3[0]:02d}" == full["label"]
+        assert descending(row) == pytest.approx([probs[i] for i in top3], abs=1e-5)
+        assert list(full)[:5] == list(row)
+
+
+# --------------------------------------------------------------------------- multi-label
+
+
+def test_multi_label_rows(multi, tokenizer, capsys):
+    folder, model = multi
+    rows, _ = predicted(["--model", folder, *TEXTS], capsys)
+    for row, probs in zip(rows, expected_probs(model, tokenizer, TEXTS, multi_label=True)):
+        order = np.argsort(probs)[::-1]
+        assert list(row) == ["text", "labels", *[f"{GENRES[i]}_prob" for i in order]]
+        assert row["labels"] == [GENRES[i] for i in order if probs[i] >= 0.5]  # the default threshold
+        assert descending(row) == pytest.approx([probs[i] for i in order], abs=1e-5)
+        assert not math.isclose(sum(probs), 1, abs_tol=1e-3)  # sigmoids, not a softmax
+
+
+def test_multi_label_threshold_from_the_flag_then_headtune_json(multi, tokenizer, tmp_path, capsys):
+    import shutil
+
+    folder, model = multi
+    probs = expected_probs(model, tokenizer, TEXTS[:1], multi_label=True)[0]
+    by_prob = [GENRES[i] for i in np.argsort(probs)[::-1]]
+    threshold = float(np.median(probs))  # two labels above it, two below
+    above = by_prob[:2]
+    rows, _ = predicted(["--model", folder, "--threshold", threshold, TEXTS[0]], capsys)
+    assert rows[0]["labels"] == above
+    saved = tmp_path / "model"
+    shutil.copytree(folder, saved)
+    (saved / "headtune.json").write_text(json.dumps({"threshold": threshold, "problem_type": MULTI}))
+    assert headtune.predict(TEXTS[:1], model=saved, device="cpu")[0]["labels"] == above
+    assert headtune.predict(TEXTS[:1], model=saved, device="cpu", threshold=0.0)[0]["labels"] == by_prob  # flag wins
+
+
+def test_multi_label_top_k_limits_the_probabilities_not_the_labels(multi, capsys):
+    folder, _ = multi
+    rows, _ = predicted(["--model", folder, "--threshold", "0", "--top-k", "1", *TEXTS], capsys)
+    for row in rows:
+        assert len(row["labels"]) == 4
+        assert list(row) == ["text", "labels", f"{row['labels'][0]}_prob"]
+
+
+def test_multi_label_from_headtune_json_when_the_config_does_not_say(tmp_path, tokenizer):
+    folder = tmp_path / "model"
+    model = save_ordinary(folder, tokenizer, ["x", "y"], settings={"problem_type": MULTI})
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("problem_type", None)
+    (folder / "config.json").write_text(json.dumps(config))
+    row = headtune.predict(TEXTS[:1], model=folder, device="cpu")[0]
+    probs = expected_probs(model, tokenizer, TEXTS[:1], multi_label=True)[0]
+    assert "labels" in row and sorted([row["x_prob"], row["y_prob"]]) == pytest.approx(sorted(probs), abs=1e-5)
+
+
+def test_threshold_on_a_single_label_model_is_refused(binary, capsys):
+    folder, _ = binary
+    message = one_line_error(["--model", folder, "--threshold", "0.3", "hi"], capsys)
+    assert "--threshold applies to multi-label models only" in message and "drop --threshold" in message
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+@pytest.fixture(scope="module")
+def trained_at_8(tmp_path_factory, tokenizer):
+    """A model whose headtune.json says it was trained with max_length 8."""
+    folder = tmp_path_factory.mktemp("len8") / "model"
+    return folder, save_ordinary(folder, tokenizer, ["neg", "pos"], settings={"max_length": 8}, seed=2)
+
+
+def test_truncated_rows_are_marked_and_counted_in_one_warning(trained_at_8, tokenizer, capsys):
+    folder, model = trained_at_8
+    texts = [LONG, "dull mess"]
+    rows, err = predicted(["--model", folder, *texts], capsys)
+    assert err == 'headtune: 1 of 2 texts were longer than 8 tokens and were truncated to them ' \
+                  '(marked "truncated": true)\n'
+    assert list(rows[0]) == ["text", "neg_prob", "pos_prob", "label", "truncated"] and rows[0]["truncated"] is True
+    assert list(rows[1]) == ["text", "neg_prob", "pos_prob", "label"]
+    # classified from its first 8 tokens ([CLS] + 6 words + [SEP])
+    first = expected_probs(model, tokenizer, [" ".join(LONG.split()[:6])])[0]
+    assert [rows[0]["neg_prob"], rows[0]["pos_prob"]] == pytest.approx(first, abs=1e-5)
+    assert headtune.predict(texts, model=folder, device="cpu") == rows  # the API returns the same rows
+
+
+def test_truncated_is_the_last_key_with_top_k_and_multi_label(multi, capsys):
+    folder, _ = multi
+    rows, err = predicted(["--model", folder, "--max-length", "8", "--top-k", "2", LONG], capsys)
+    assert list(rows[0])[-1] == "truncated" and len(rows[0]) == 5
+    assert "1 of 1 texts were longer than 8 tokens" in err
+
+
+def test_the_api_warns_through_logging(trained_at_8, caplog):
+    folder, _ = trained_at_8
+    headtune.predict([LONG, LONG, "short"], model=folder, device="cpu")
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warnings] == [
+        '2 of 3 texts were longer than 8 tokens and were truncated to them (marked "truncated": true)']
+
+
+def test_default_max_length_is_headtune_json_else_the_models_limit(trained_at_8, tmp_path, capsys):
+    import shutil
+
+    folder, _ = trained_at_8
+    explicit, _ = predicted(["--model", folder, "--max-length", "8", LONG], capsys)
+    default, _ = predicted(["--model", folder, LONG], capsys)
+    assert default == explicit
+    longer, err = predicted(["--model", folder, "--max-length", "64", LONG], capsys)
+    assert "truncated" not in longer[0] and err == "" and longer[0]["neg_prob"] != default[0]["neg_prob"]
+    elsewhere = tmp_path / "model"  # the same checkpoint from elsewhere: no headtune.json
+    shutil.copytree(folder, elsewhere)
+    (elsewhere / "headtune.json").unlink()
+    no_settings, err = predicted(["--model", elsewhere, LONG], capsys)
+    assert no_settings == longer and err == ""  # the model's limit (128): nothing cut
+
+
+# --------------------------------------------------------------------------- input files
+
+
+def test_blank_lines_at_the_end_of_a_file_are_ignored(binary, tmp_path, capsys):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("a great film\ndull mess\n\n   \n\t\n\n")
+    rows, _ = predicted(["--model", folder, "--file", path], capsys)
+    assert [r["text"] for r in rows] == ["a great film", "dull mess"]
+
+
+def test_blank_lines_at_the_end_of_stdin_are_ignored(binary, capsys, monkeypatch):
+    folder, _ = binary
+    monkeypatch.setattr("sys.stdin", io.StringIO("a great film\r\ndull mess\r\n\r\n"))
+    rows, _ = predicted(["--model", folder, "-"], capsys)
+    assert [r["text"] for r in rows] == ["a great film", "dull mess"]
+
+
+def test_a_blank_line_between_texts_is_still_refused(binary, tmp_path, capsys):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("a great film\n  \ndull mess\n\n")
+    assert one_line_error(["--model", folder, "--file", path], capsys) == \
+        "line 2 is empty or whitespace only; every line must hold UTF-8 text"
+
+
+def test_a_file_of_blank_lines_has_no_texts(binary, tmp_path, capsys):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("\n \n\n")
+    assert one_line_error(["--model", folder, "--file", path], capsys).startswith("no texts to predict")
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_api_takes_a_path_and_matches_the_cli(binary, capsys):
+    folder, _ = binary
+    rows, _ = predicted(["--model", folder, *TEXTS], capsys)
+    assert isinstance(folder, Path)
+    assert headtune.predict(TEXTS, model=folder, device="cpu") == rows
+    assert headtune.predict(TEXTS[0], model=folder, device="cpu") == rows[:1]  # one string: one text
+
+
+def test_api_reads_a_file(binary, tmp_path):
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_text("a great film\ndull mess\n\n")
+    assert headtune.predict(None, model=folder, file=path, device="cpu") == \
+        headtune.predict(["a great film", "dull mess"], model=folder, device="cpu")
+    with pytest.raises(HeadtuneError, match="not both"):
+        headtune.predict(["x"], model=folder, file=path)
+
+
+def test_api_error_for_a_missing_folder_is_the_cli_line(tmp_path, capsys):
+    cli_line = one_line_error(["--model", tmp_path / "gone", "hello"], capsys)
+    with pytest.raises(HeadtuneError) as info:
+        headtune.predict(["hello"], model=tmp_path / "gone")
+    assert str(info.value) == cli_line and "does not exist" in cli_line
+
+
+@pytest.mark.parametrize("texts, settings, argv", [
+    ([], {}, []),
+    (["hello"], {"top_k": 0}, ["--top-k", "0", "hello"]),
+    (["hello"], {"max_length": 999}, ["--max-length", "999", "hello"]),
+    (["fine", " \t "], {}, ["fine", " \t "]),
+])
+def test_api_errors_are_the_lines_the_cli_prints(binary, capsys, texts, settings, argv):
+    folder, _ = binary
+    cli_line = one_line_error(["--model", folder, *argv], capsys)
+    with pytest.raises(HeadtuneError) as info:
+        headtune.predict(texts, model=folder, device="cpu", **settings)
+    assert str(info.value) == cli_line
+
+
+@pytest.mark.parametrize("texts, settings, needle", [
+    (["ok", 3], {}, "text 2 is not a string (int)"),
+    (b"bytes", {}, "decode the bytes first"),
+    (42, {}, "texts must be a list of strings (got int)"),
+    (["ok"], {"topk": 3}, "unknown setting --topk"),
+    (["ok"], {"threshold": 1.5}, "--threshold must be a number from 0 to below 1"),
+    (["ok"], {"model": 7}, "--model must be a path or name"),
+])
+def test_api_only_errors_are_one_line(binary, texts, settings, needle):
+    folder, _ = binary
+    with pytest.raises(HeadtuneError) as info:
+        headtune.predict(texts, **{"model": folder, **settings})
+    assert needle in str(info.value) and "\n" not in str(info.value)
