@@ -9,20 +9,19 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from headtune.checkpoint import BODY_FILE, body_cache, body_of, classifier_config, load_body, save_body, save_checkpoint
-from headtune.config import FeatureConfig, ModelConfig
-from headtune.heads import new_head
-from headtune.modeling import freeze_backbone, load_for_training
+from conftest import Backbone
+from headtune.checkpoint import BODY_FILE, body_cache, body_of, load_body, save_body, save_checkpoint
+from headtune.config import FeatureConfig
 
 LABELS = ["bad", "good", "meh"]
 
 
-def load(path):
-    return load_for_training(ModelConfig(model=str(path), max_length=32, device="cpu"), LABELS, seed=0)
+def load(path, pooling="native"):
+    return Backbone(path, pooling=pooling, max_length=32, labels=LABELS)
 
 
 def random_head(loaded):
-    head = new_head(loaded.spec, loaded.model.config, len(LABELS), seed=1)
+    head = loaded.plan.new_head(loaded.model.config, len(LABELS), seed=1)
     with torch.no_grad():  # unlike a fresh head, nonzero biases: a swapped tensor would show
         for p in head.parameters():
             p.normal_(0, 0.3)
@@ -30,16 +29,17 @@ def random_head(loaded):
 
 
 @pytest.mark.parametrize("arch", ["distilbert", "bert", "roberta"])
-def test_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, tmp_path):
+def test_ordinary_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, tmp_path):
     loaded = load(tiny_models[arch])
     head = random_head(loaded)
     ours = tmp_path / "ours"
     config = AutoConfig.from_pretrained(tiny_models[arch])  # the backbone's config, as a run reads it
-    body = body_of(loaded.model, loaded.spec)
-    save_checkpoint(ours, classifier_config(config, LABELS, body), body, head, loaded.tokenizer)
+    body = body_of(loaded.model, loaded.family)
+    save_checkpoint(ours, config, body, head, loaded.plan, LABELS, "single_label_classification", loaded.tokenizer)
 
     reference = tmp_path / "reference"  # the model with the trained head copied in, saved by transformers
     loaded.model.load_state_dict(head.state_dict(), strict=False)
+    loaded.model.config.problem_type = "single_label_classification"
     loaded.model.save_pretrained(reference)
     loaded.tokenizer.save_pretrained(reference)
 
@@ -55,13 +55,29 @@ def test_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, tmp_path):
     assert model.config.id2label == dict(enumerate(LABELS))
 
 
+def test_pooled_checkpoint_loads_with_no_missing_or_unexpected_weights(tiny_models, tmp_path):
+    from headtune.pooled_model import HeadtunePooledForSequenceClassification
+
+    loaded = load(tiny_models["bert"], pooling="mean")
+    assert not loaded.reading.own_head
+    body = body_of(loaded.model, loaded.family)
+    save_checkpoint(tmp_path / "m", loaded.model.config, body, random_head(loaded), loaded.plan, LABELS,
+                    "single_label_classification", loaded.tokenizer)
+    model, info = HeadtunePooledForSequenceClassification.from_pretrained(tmp_path / "m", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    written = load_file(tmp_path / "m" / "model.safetensors")
+    assert not [k for k in written if "pooler" in k]  # the pooled model reads no pooler
+    assert len(written) == len(body.tensors) - 2 + 2  # body without the pooler's 2 tensors, plus the classifier's
+
+
 def test_body_counts_frozen_parameters_and_leaves_out_the_head(tiny_models):
     loaded = load(tiny_models["distilbert"])
-    body = body_of(loaded.model, loaded.spec)
+    body = body_of(loaded.model, loaded.family)
+    head = random_head(loaded)
     assert body.architecture == "DistilBertForSequenceClassification"
-    assert body.parameters == freeze_backbone(loaded.model, loaded.spec)[1]
-    assert not [k for k in body.tensors if k.split(".")[0] in loaded.spec.modules]
-    assert set(body.tensors) | set(random_head(loaded).state_dict()) == set(loaded.model.state_dict())
+    assert body.parameters == sum(p.numel() for p in loaded.model.parameters()) - sum(p.numel() for p in head.parameters())
+    assert not set(body.tensors) & set(head.state_dict())
+    assert set(body.tensors) | set(head.state_dict()) == set(loaded.model.state_dict())
 
 
 def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, monkeypatch):
@@ -70,7 +86,7 @@ def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, m
     cfg = FeatureConfig(cache_dir=str(tmp_path))
     cache = body_cache(cfg, loaded.identity)
     assert load_body(cache) is None  # nothing stored yet
-    body = body_of(loaded.model, loaded.spec)
+    body = body_of(loaded.model, loaded.family)
     save_body(cache, body)
     again = load_body(body_cache(cfg, loaded.identity))
     assert (again.architecture, again.parameters) == (body.architecture, body.parameters)
@@ -92,7 +108,7 @@ def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, m
 
 def test_body_tensors_live_on_the_host_and_share_cpu_memory(tiny_models):
     loaded = load(tiny_models["distilbert"])
-    body = body_of(loaded.model, loaded.spec)
+    body = body_of(loaded.model, loaded.family)
     assert all(t.device.type == "cpu" for t in body.tensors.values())
     weight = loaded.model.distilbert.embeddings.word_embeddings.weight
     # on CPU no copy is made: the body is a view of the loaded weights

@@ -10,60 +10,65 @@ from transformers import AutoConfig
 
 from headtune.config import ModelConfig
 from headtune.errors import HeadtuneError
-from headtune.modeling import identity, load_for_training
+from headtune.architectures import HeadPlan, family_of
+from headtune.checkpoint import body_of
+from headtune.modeling import check_model, identity, load_for_training, max_positions
 
 LABELS = ["neg", "pos"]
 
 
+class Loaded:
+    def __init__(self, model, tokenizer, cfg):
+        self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
+        self.identity = identity(cfg, model, tokenizer)
+        self.max_positions = max_positions(model, tokenizer)
+
+
 def load(path, labels=LABELS, **cfg):
+    """check_model, then load_for_training: as a run does."""
     cfg.setdefault("max_length", 64)
-    return load_for_training(ModelConfig(model=str(path), device="cpu", **cfg), list(labels), seed=0)
+    model_cfg = ModelConfig(model=str(path), device="cpu", **cfg)
+    tokenizer, _ = check_model(model_cfg)
+    return Loaded(load_for_training(model_cfg, list(labels), 0, tokenizer).model, tokenizer, model_cfg)
 
 
-def trainable_names(model) -> set[str]:
-    return {n for n, p in model.named_parameters() if p.requires_grad}
+def head_parameters(path, labels=LABELS) -> dict[str, int]:
+    """The parameters of the head a run trains on this model (native reading), by checkpoint key."""
+    config = AutoConfig.from_pretrained(path)
+    family = family_of(config.model_type)
+    plan = HeadPlan(family, family.reading(config, "native"), False)
+    return {k: v.numel() for k, v in plan.new_head(config, len(labels), seed=0).state_dict().items()}
 
 
 @pytest.mark.parametrize("num_labels", [2, 3])
-def test_distilbert_trains_exactly_pre_classifier_and_classifier(tiny_models, num_labels):
+def test_distilbert_head_is_exactly_pre_classifier_and_classifier(tiny_models, num_labels):
     labels = ["a", "b", "c"][:num_labels] if num_labels == 3 else LABELS
-    model = load(tiny_models["distilbert"], labels).model
+    loaded = load(tiny_models["distilbert"], labels)
     dim = AutoConfig.from_pretrained(tiny_models["distilbert"]).dim
-    expected = (dim * dim + dim) + (dim * num_labels + num_labels)
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == expected
-    assert trainable_names(model) == {"pre_classifier.weight", "pre_classifier.bias",
-                                      "classifier.weight", "classifier.bias"}
-    assert model.config.id2label == dict(enumerate(labels))
-    assert model.config.label2id == {name: i for i, name in enumerate(labels)}
+    head = head_parameters(tiny_models["distilbert"], labels)
+    assert set(head) == {"pre_classifier.weight", "pre_classifier.bias", "classifier.weight", "classifier.bias"}
+    assert sum(head.values()) == (dim * dim + dim) + (dim * num_labels + num_labels)
+    assert not any(p.requires_grad for p in loaded.model.parameters())  # the loaded model is frozen whole
+    assert loaded.model.config.id2label == dict(enumerate(labels))
+    assert loaded.model.config.label2id == {name: i for i, name in enumerate(labels)}
 
 
-def test_bert_trains_only_classifier_and_keeps_pooler_frozen(tiny_models):
-    model = load(tiny_models["bert"]).model
+def test_bert_head_is_the_classifier_and_the_pretrained_pooler_stays_in_the_body(tiny_models):
+    loaded = load(tiny_models["bert"])
     hidden = AutoConfig.from_pretrained(tiny_models["bert"]).hidden_size
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == hidden * 2 + 2
-    assert trainable_names(model) == {"classifier.weight", "classifier.bias"}
-    pooler = list(model.bert.pooler.parameters())
-    assert pooler and not any(p.requires_grad for p in pooler)
-    # the pooler is pretrained (loaded from the checkpoint), not a fresh init
+    head = head_parameters(tiny_models["bert"])
+    assert set(head) == {"classifier.weight", "classifier.bias"} and sum(head.values()) == hidden * 2 + 2
+    body = body_of(loaded.model, family_of("bert"))
     saved = load_file(tiny_models["bert"] / "model.safetensors")
     key = next(k for k in saved if k.endswith("pooler.dense.weight"))
-    assert torch.equal(model.bert.pooler.dense.weight, saved[key])
+    assert torch.equal(body.tensors["bert.pooler.dense.weight"], saved[key])  # pretrained, not a fresh init
 
 
-def test_roberta_trains_only_its_classification_head(tiny_models):
-    model = load(tiny_models["roberta"]).model
+def test_roberta_head_is_its_classification_head(tiny_models):
     hidden = AutoConfig.from_pretrained(tiny_models["roberta"]).hidden_size
-    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == (hidden * hidden + hidden) + (hidden * 2 + 2)
-    assert {n.split(".")[0] for n in trainable_names(model)} == {"classifier"}
-
-
-def test_head_init_is_seeded(tiny_models):
-    a = load(tiny_models["distilbert"]).model
-    b = load(tiny_models["distilbert"]).model
-    other = load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=64, device="cpu"),
-                              LABELS, seed=1).model
-    assert torch.equal(a.classifier.weight, b.classifier.weight)
-    assert not torch.equal(a.classifier.weight, other.classifier.weight)
+    head = head_parameters(tiny_models["roberta"])
+    assert {k.split(".")[0] for k in head} == {"classifier"}
+    assert sum(head.values()) == (hidden * hidden + hidden) + (hidden * 2 + 2)
 
 
 def test_max_length_above_the_model_limit_is_refused(tiny_models):

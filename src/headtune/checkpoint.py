@@ -16,7 +16,6 @@ both cached writes its checkpoint from there, without loading the model.
 from __future__ import annotations
 
 import copy
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,6 @@ from .config import FeatureConfig
 
 BODY_FILE = "body.safetensors"
 MODELING_FILE = "modeling_headtune.py"
-SETTINGS_FILE = "headtune.json"
 POOLED_CLASS = "HeadtunePooledForSequenceClassification"
 AUTO_MAP = {"AutoConfig": "modeling_headtune.HeadtunePooledConfig",
             "AutoModelForSequenceClassification": f"modeling_headtune.{POOLED_CLASS}"}
@@ -165,9 +163,3 @@ def save_tokenizer(tokenizer, folder: Path) -> None:
         backend.no_truncation()
         backend.no_padding()
     tokenizer.save_pretrained(folder)
-
-
-def write_settings(folder: Path, settings: dict) -> None:
-    """headtune.json: how the folder was trained (pooling, max length, threshold, where its features came
-    from), for `headtune predict` and `headtune evaluate`."""
-    (folder / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")

@@ -1,4 +1,5 @@
-"""The `headtune` command: a thin door onto `workflow.run` and `inference.predict`.
+"""The `headtune` command: a thin door onto `workflow.run`, `inference.predict`, `evaluation.evaluate`
+and the architecture registry (`headtune models`).
 
 Flags are generated from the config dataclasses, so a setting is named, typed and
 documented once. Every failure ends in one line on stderr: exit 2 for bad input,
@@ -10,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,7 +19,7 @@ import types
 import typing
 
 from . import __version__
-from .config import TRAIN_SECTIONS, PredictConfig, RunConfig
+from .config import EVALUATE_SECTIONS, TRAIN_SECTIONS, EvaluateRun, PredictConfig, RunConfig
 from .errors import HeadtuneError, flag
 
 log = logging.getLogger("headtune")
@@ -71,7 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", parents=[common], help="Train the head and write model/, metrics.json, images/.",
                            description="Freeze the backbone, run it once over each split, train the head on the "
-                                       "cached features, and save an ordinary transformers checkpoint.")
+                                       "cached features (learning rate and epoch chosen on a validation split), and "
+                                       "save a checkpoint that transformers loads.")
+    train.add_argument("--config", metavar="FILE", help="A YAML or JSON file of train settings, keyed by the flag's "
+                                                        "name with underscores (max_length: 256); flags given on the "
+                                                        "command line win.")
     for section, config_cls in TRAIN_SECTIONS.items():
         add_config_flags(train, config_cls, f"{section} settings")
 
@@ -82,7 +88,53 @@ def build_parser() -> argparse.ArgumentParser:
                                          "multi-label models. A text cut to --max-length gets \"truncated\": true.")
     predict.add_argument("texts", nargs="*", metavar="TEXT", help="Texts to classify; '-' reads stdin, one per line.")
     add_config_flags(predict, PredictConfig, "predict settings")
+
+    evaluate = sub.add_parser("evaluate", parents=[common], help="Score a saved model on a labelled split; "
+                                                                  "prints JSON.",
+                              description="Print the metrics a run reports (accuracy, F1, per-class results, "
+                                          "confusion matrix) for a saved sequence-classification folder on a split "
+                                          "of --dataset, and write them with images/CONFUSION_MATRIX.png.")
+    for section, config_cls in EVALUATE_SECTIONS.items():
+        add_config_flags(evaluate, config_cls, f"{section} settings")
+
+    sub.add_parser("models", parents=[common], help="List the architecture families headtune knows.",
+                   description="The registered architecture families: model types, whether the one-pass "
+                               "cached-feature path applies, the last-layer shortcut, and how each pooling is saved.")
     return parser
+
+
+def read_config_file(path: str) -> dict:
+    """Train settings from a YAML or JSON file: {setting: value}, keyed by the flag's name with underscores."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except FileNotFoundError:
+        raise HeadtuneError(f"--config {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise HeadtuneError(f"cannot read --config {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        if path.lower().endswith(".json"):
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text)
+    except Exception as err:  # yaml and json raise several types; all mean "not parseable"
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise HeadtuneError(f"--config {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
+                            f"{reason}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise HeadtuneError(f"--config {path} must map setting names to values (got a {type(values).__name__})")
+    known = {f.name for section in TRAIN_SECTIONS.values() for f in dataclasses.fields(section)}
+    settings = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise HeadtuneError(f"unknown setting '{key}' in --config {path}; it takes train settings by their flag's "
+                                f"name with underscores, e.g. max_length (see headtune train --help)")
+        settings[name] = value
+    return settings
 
 
 def read_lines(source: str) -> list[str]:
@@ -127,7 +179,13 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
-    if not debug:  # transformers' own load reports and progress bars would bury ours
+    if debug:
+        return
+    # transformers' own load reports and progress bars would bury ours. A run whose features are cached never
+    # imports transformers (~3 s): set what it reads at import, and only touch it here if it is already loaded.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         import transformers
 
         transformers.logging.set_verbosity_error()
@@ -161,19 +219,29 @@ def _main(argv: list[str] | None) -> int:
         args = vars(build_parser().parse_args(argv))
         command, debug, quiet = args.pop("command"), args.pop("debug"), args.pop("quiet")
         if command == "train":
-            cfg = RunConfig.from_flat(**args)  # bad settings stop here, before anything slow is imported
+            config_file = args.pop("config", None)
+            settings = {**(read_config_file(config_file) if config_file else {}), **args}  # flags win
+            cfg = RunConfig.from_flat(**settings)  # bad settings stop here, before anything slow is imported
+        elif command == "evaluate":
+            evaluation = EvaluateRun.from_flat(**args)
         _configure_logging(debug, quiet)
         if command == "train":
             from .workflow import run
 
-            run(cfg)
+            run(cfg, config_file=config_file)
+        elif command == "evaluate":
+            from .evaluation import evaluate
+
+            _print_json(evaluate(evaluation, frozenset(args)))
+        elif command == "models":
+            from .architectures import table
+
+            sys.stdout.write(table() + "\n")
         else:
             from .inference import check_texts, predict
 
             texts, source = _predict_texts(args)
-            results = predict(check_texts(texts, source), **args)
-            json.dump(results, sys.stdout, ensure_ascii=False, indent=2)
-            sys.stdout.write("\n")
+            _print_json(predict(check_texts(texts, source), **args))
         return 0
     except SystemExit as exit_:  # --help and --version
         return int(exit_.code or 0)
@@ -192,6 +260,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"headtune: internal error: {type(err).__name__}: {reason} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+    sys.stdout.write("\n")
 
 
 def interrupted_message(command: str | None, cfg: RunConfig | None) -> str:

@@ -182,7 +182,8 @@ def _weights_folder(name: str, cfg: ModelConfig) -> Path | None:
         return None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """A file's SHA-256 (memoised per process while its size and modification time stay the same)."""
     stat = path.stat()
     return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
@@ -205,7 +206,7 @@ def identity(cfg: ModelConfig, model_or_config, tokenizer) -> dict:
     weights = {}
     if folder is not None:
         patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
-        weights = {p.name: _sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
+        weights = {p.name: file_sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
     if not weights:  # no file to hash: fall back to the revision the Hub resolved
         weights = {"name": cfg.model, "revision": cfg.revision,
                    "commit": getattr(config, "_commit_hash", None)}

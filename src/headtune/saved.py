@@ -44,6 +44,12 @@ def read_settings(folder) -> dict:
     return settings
 
 
+def write_settings(folder, settings: dict) -> None:
+    """headtune.json: how the folder was trained (pooling, max length, threshold, where its features came
+    from, the checkpoint's SHA-256), for `headtune predict` and `headtune evaluate`."""
+    (Path(folder) / SETTINGS_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def _check_settings(path: Path, settings: dict) -> None:
     max_length, threshold = settings.get("max_length"), settings.get("threshold")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)

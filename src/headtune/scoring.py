@@ -15,18 +15,20 @@ def probabilities(logits: torch.Tensor, multi_label: bool) -> np.ndarray:
     return (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).numpy()
 
 
-def score(logits: torch.Tensor, labels: np.ndarray, task, label_names: list[str]) -> dict:
-    """accuracy, F1 (as metric_names says), per-class results, confusion, loss; for single-label data also
-    the expected calibration error (15 bins) and the reliability bins."""
-    probs = probabilities(logits, task.multi_label)
-    targets = torch.as_tensor(labels)
+def score(probs: np.ndarray, labels: np.ndarray, task, label_names: list[str]) -> dict:
+    """From predicted probabilities (softmax, or a sigmoid per label): accuracy, F1 (as metric_names says),
+    per-class results, confusion, log loss; for single-label data also the expected calibration error
+    (15 bins) and the reliability bins."""
+    probs = np.asarray(probs, dtype=np.float64)
+    clipped = np.clip(probs, 1e-12, 1 - 1e-12)
     if task.multi_label:
         report = multilabel_report(labels, probs >= task.threshold, label_names)
-        report["loss"] = float(nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float()))
+        truth = np.asarray(labels, dtype=np.float64)
+        report["loss"] = float(-np.mean(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)))
         return report
     positive = task.positive if len(label_names) == 2 else None
     report = classification_report(labels, probs.argmax(-1), label_names, positive)
-    report["loss"] = float(nn.functional.cross_entropy(logits.float(), targets.long()))
+    report["loss"] = float(-np.mean(np.log(clipped[np.arange(len(labels)), labels])))
     report["ece"] = expected_calibration_error(probs, labels)
     report["reliability"] = reliability_bins(probs, labels)
     return report

@@ -14,16 +14,16 @@ import torch
 from . import __version__, pooling
 from .architectures import family_of
 from .calibration import fit_temperature, tune_threshold
-from .checkpoint import write_settings
 from .config import RunConfig
 from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
 from .features import autocast_dtype, resolve_device
 from .modelcard import model_card
-from .modeling import check_model
+from .modeling import check_model, file_sha256
 from .preparation import Prepared, prepare_cached, prepare_full_model, problem_type
 from .report import charts_for, check_output_dir, write_artifacts
-from .scoring import fold_temperature, majority_share, metric_names, score
+from .saved import write_settings
+from .scoring import fold_temperature, majority_share, metric_names, probabilities, score
 from .training import LR_GRID, Labelled, Task, TrainResult, balanced_weights, logits_of, train_head
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 FALLBACK_LR = 3e-2  # --lr auto on an architecture without an entry: one rate (its head cannot be stacked)
 
 
-def run(cfg: RunConfig) -> dict:
-    """Train the head as `cfg` says, write the artifacts, and return the metrics (as in metrics.json)."""
+def run(cfg: RunConfig, config_file: str | None = None) -> dict:
+    """Train the head as `cfg` says, write the artifacts, and return the metrics (as in metrics.json).
+    `config_file`: the --config file the settings came from, if any (recorded in metrics.json)."""
     clock = {"start": time.perf_counter()}
     check_output_dir(cfg.output.output_dir, cfg.output.overwrite)  # before any slow work
     # folder, weights, tokenizer, --max-length: checked before the data is read
@@ -75,6 +76,7 @@ def run(cfg: RunConfig) -> dict:
     clock["finish"] = time.perf_counter()
 
     metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype)
+    metrics["config_file"] = config_file
     title = (f"{_short_name(cfg.model.model)} head-only on {_short_name(cfg.data.dataset)} "
              f"({len(splits.train.texts):,} train / {len(splits.test.texts):,} test)")
     settings = _settings(cfg, splits, prep, pooling_name, finish.get("threshold"))
@@ -82,6 +84,8 @@ def run(cfg: RunConfig) -> dict:
 
     def save_model(folder: Path) -> None:
         prep.save(folder, result.head)
+        # evaluate trusts the cached features only while the weights are still the ones written here
+        settings["checkpoint_sha256"] = file_sha256(folder / "model.safetensors")
         write_settings(folder, settings)
         (folder / "README.md").write_text(model_card(metrics, settings, prep.parameters), encoding="utf-8")
 
@@ -133,15 +137,17 @@ def _finish(cfg: RunConfig, result: TrainResult, labelled: dict, task: Task, sta
             probs = torch.sigmoid(logits_of(head, validation.inputs, False)[0]).numpy()
             task.threshold = tune_threshold(probs, validation.labels)
         out["threshold"] = task.threshold
-    before = {name: score(logits_of(head, split.inputs, False)[0], split.labels, task, splits.label_names)
-              for name, split in labelled.items() if name != "train"}
+    def scores() -> dict:
+        return {name: score(probabilities(logits_of(head, split.inputs, False)[0], task.multi_label), split.labels,
+                            task, splits.label_names) for name, split in labelled.items() if name != "train"}
+
+    before = scores()
     out["calibration"] = None
     if cfg.train.calibrate and not task.multi_label and validation is not None:
         temperature = fit_temperature(logits_of(head, validation.inputs, False)[0].numpy(), validation.labels)
         fold_temperature(head, temperature)
         out["calibration"] = {"temperature": temperature, "fitted_on": "validation"}
-    out["scores"] = {name: score(logits_of(head, split.inputs, False)[0], split.labels, task, splits.label_names)
-                     for name, split in labelled.items() if name != "train"}
+    out["scores"] = scores()
     if out["calibration"] is not None:
         out["calibration"].update(ece_before=before["test"]["ece"], ece_after=out["scores"]["test"]["ece"],
                                   reliability_before=before["test"]["reliability"],
@@ -199,6 +205,7 @@ def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult
 def _settings(cfg: RunConfig, splits: Splits, prep: Prepared, pooling_name: str, threshold: float | None) -> dict:
     """What headtune.json records: enough for predict and evaluate to read the folder as it was trained."""
     return {"headtune_version": __version__, "base_model": cfg.model.model, "pooling": pooling_name,
+            "train_pretrained_head": cfg.model.train_pretrained_head,
             "loading": prep.loading, "max_length": cfg.model.max_length, "problem_type": problem_type(splits),
             "threshold": threshold,
             "positive_label": splits.label_names[splits.positive] if splits.positive is not None else None,

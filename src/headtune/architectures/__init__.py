@@ -48,7 +48,7 @@ class Family:
     init: Callable[[nn.Module, Any, torch.Generator], None] = normal_init  # initialises the new head parts
     position_offset: int = 0  # positions the tokenizer cannot use (RoBERTa-style: padding_idx + 1)
     tokenizer_files: tuple[str, ...] = ("tokenizer.json",)
-    notes: str = ""  # shown by `headtune models`
+    pretrained_name: str = "pretrained head"  # what `headtune models` calls the pretrained head parts
 
     def reading(self, config, pooling: str) -> Reading:
         return (self.read or first_token_family)(config, pooling)
@@ -83,6 +83,31 @@ _BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.m
 def family_of(model_type: str) -> Family | None:
     """The registered family of a config's model_type, or None (the model then trains the slow way)."""
     return _BY_TYPE.get(model_type)
+
+
+def table() -> str:
+    """`headtune models`: each family, its model types, the one-pass path, the last-layer shortcut, and what
+    each pooling reads and how its checkpoint loads."""
+    from transformers import AutoConfig
+
+    def how(family: Family, config, pooling: str) -> str:
+        reading = family.reading(config, pooling)
+        what = reading.pooling + (f">{family.pretrained_name}" if reading.through_pretrained else "")
+        return f"{pooling}={what}" + ("" if reading.own_head else "*")
+
+    rows = [("family", "model types", "one pass", "last-layer shortcut", "poolings (what the head reads)")]
+    for family in FAMILIES:
+        config = AutoConfig.for_model(family.model_types[0])
+        rows.append((family.name, ", ".join(family.model_types), "yes", "yes" if family.trimmed else "no",
+                     "  ".join(how(family, config, p) for p in READABLE)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows]
+    return "\n".join(lines + [
+        "",
+        "one pass: features are computed once and cached; the head trains on them (a model type not listed trains",
+        "  through its own class, the whole frozen model running every epoch).",
+        "*: saved with headtune's modeling file; transformers loads it with trust_remote_code=True.",
+        "auto (the default) uses the model's sentence-transformers pooling (mean or cls) when it has one, else native."])
 
 
 def tokenizer_files() -> tuple[str, ...]:
@@ -128,7 +153,7 @@ class HeadPlan:
         head = Chain(trained_pretrained + new)
         fresh = Chain(new)  # the same module objects: init touches only the new parts
         self.family.init(fresh, config, torch.Generator().manual_seed(seed))
-        if trained_pretrained:
+        if trained_pretrained and pretrained_state is not None:
             keys = [k for k in head.state_dict() if k not in fresh.state_dict()]
             head.load_state_dict({k: pretrained_state[k] for k in keys}, strict=False)
         return head

@@ -22,5 +22,5 @@ FAMILY = Family(
     pretrained=lambda config: [("albert.pooler", nn.Linear(config.hidden_size, config.hidden_size)),
                                (None, torch.tanh)],
     read=pooler_family, tokenizer_files=("tokenizer.json", "spiece.model"),
-    notes="native reads the pretrained pooler (frozen unless --train-pretrained-head)",
+    pretrained_name="pooler",
 )

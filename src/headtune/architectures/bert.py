@@ -32,5 +32,5 @@ FAMILY = Family(
     pretrained=lambda config: [("bert.pooler", Pooler(config.hidden_size))], read=pooler_family,
     layers=lambda base: base.encoder, last_layer_first=bert_layer_first,
     tokenizer_files=("tokenizer.json", "vocab.txt"),
-    notes="native reads the pretrained pooler (frozen unless --train-pretrained-head)",
+    pretrained_name="pooler",
 )

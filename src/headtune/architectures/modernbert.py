@@ -43,5 +43,5 @@ FAMILY = Family(
     name="ModernBERT", model_types=("modernbert",), prefix="model", new_head=_head,
     dropout=lambda config: config.classifier_dropout, pretrained=lambda config: [("head", PredictionHead(config))],
     read=_read, init=_init, tokenizer_files=("tokenizer.json",),
-    notes="native follows classifier_pooling; its pretrained head is frozen unless --train-pretrained-head",
+    pretrained_name="head",
 )

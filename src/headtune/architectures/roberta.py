@@ -18,5 +18,4 @@ FAMILY = Family(
     dropout=classifier_dropout, layers=lambda base: base.encoder, last_layer_first=bert_layer_first,
     position_offset=2,
     tokenizer_files=("tokenizer.json", "vocab.json", "sentencepiece.bpe.model"),
-    notes="also XLM-RoBERTa, CamemBERT",
 )
