@@ -95,7 +95,9 @@ def bar_figure(metrics: dict, title: str) -> Figure:
         bars = ax.bar(xs, values, width, label=label, color=color)
         # A 0 (say, F1 of a head that never predicts the positive class) is labelled too: bar_label
         # counts 0 as positive, so "0.000" sits the same 3 points above the axis (tested).
-        ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=9)
+        # white behind the digits: the chance line often runs right through the untrained head's value
+        ax.bar_label(bars, fmt="%.3f", padding=3, fontsize=9, zorder=4,
+                     bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none"})
     if metrics.get("chance_accuracy") is not None:  # accuracy's floor: always predicting the commonest label
         ax.hlines(metrics["chance_accuracy"], -0.5, 0.5, colors=GUIDE, linestyles="--", linewidth=1,
                   label=_chance_label(metrics["chance_accuracy"]))
