@@ -89,7 +89,9 @@ def test_test_label_unknown_to_train(tmp_path):
 
 def test_one_label_in_train_is_refused(tmp_path):
     write(tmp_path, frame(["a", "b"], [["x"], []]), frame(["c"], [["x"]]), "jsonl")
-    refused(tmp_path, "only 1 label", "at least two")
+    refused(tmp_path, "only one label ('x')", "at least two")
+    write(tmp_path, frame(["a", "b"], [[], []]), frame(["c"], [[]]), "jsonl")
+    refused(tmp_path, "has no labels", "at least two")
 
 
 def test_missing_label_cells_are_refused_or_dropped(tmp_path):

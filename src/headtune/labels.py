@@ -89,8 +89,7 @@ def _names_and_ids(columns: dict[str, np.ndarray], source_names, user_names, sin
         if known is None and single and set(np.unique(np.concatenate(list(ints.values()))).tolist()) <= {0, 1}:
             known = NEG_POS
         if known is not None:
-            for v in ints.values():
-                _check_named(v, known)
+            _check_named(np.concatenate(list(ints.values())), known)
             return list(known), ints
         # e.g. star ratings 1..5: numbered in sorted order, the values are the names
         order = np.unique(next(iter(ints.values())))
@@ -160,9 +159,9 @@ def encode_multi(columns: dict[str, np.ndarray], source_names: list[str] | None,
     counts = {s: m.sum(axis=0) for s, m in matrices.items()}
     present = counts[train] > 0
     if present.sum() < 2:
-        raise HeadtuneError(f"the train split has only {int(present.sum())} label"
-                            f"{'' if present.sum() == 1 else 's'} ({', '.join(np.array(names)[present])}); "
-                            f"a classifier needs at least two: add examples of another label")
+        has = f"only one label ('{names[np.flatnonzero(present)[0]]}')" if present.any() else "no labels"
+        raise HeadtuneError(f"the train split has {has}; a classifier needs at least two: add examples of "
+                            f"another label")
     for split in others:
         unseen = np.flatnonzero((counts[split] > 0) & ~present)
         if len(unseen):
