@@ -15,7 +15,7 @@ from headtune.config import DataConfig
 from headtune.data import encode_labels, load_splits, sample_stratified
 from headtune.errors import HeadtuneError
 
-from conftest import sentiment_frame
+from conftest import SHARED_IMDB, sentiment_frame
 
 
 def write(folder: Path, train: pd.DataFrame, test: pd.DataFrame, ext: str = "parquet") -> Path:
@@ -36,6 +36,9 @@ def frame(texts, labels) -> pd.DataFrame:
 
 
 def load(folder, seed: int = 0, **settings):
+    # No validation rows held out unless a test asks: these tests check reading and sampling, which
+    # they compare against the whole train split (test_data_validation.py covers the held-out rows).
+    settings.setdefault("val_fraction", 0.0)
     return load_splits(DataConfig(dataset=str(folder), sample_seed=seed, **settings))
 
 
@@ -391,3 +394,60 @@ def test_jsonl_unicode_round_trip(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
     (tmp_path / "test.jsonl").write_text("\n".join(rows[:2]) + "\n", encoding="utf-8")
     assert load(tmp_path).train.texts == texts
+
+
+# --------------------------------------------------------------------------- fast reading: the same answers
+
+
+def test_whitespace_is_exactly_what_python_strips():
+    import sys
+
+    from headtune.data import WHITESPACE
+
+    assert set(WHITESPACE) == {chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()}
+
+
+TRICKY = ["ok", "", " ", "\u3000\x85\x1c", "\u200b", "\ufeff", " x ", "\n\t", "\xa0a", "caf\u00e9", "\U0001f600",
+          "a\ud800", "\udfff", None, 3, 2.5, float("nan"), b"bytes", ["list"]]
+
+
+def test_invalid_texts_agree_with_text_problem_for_objects_and_arrow():
+    import pyarrow as pa
+
+    from headtune.data import invalid_texts, text_problem
+
+    expected = [text_problem(t) is not None for t in TRICKY]
+    assert invalid_texts(TRICKY).tolist() == expected
+    assert invalid_texts(pd.Series(TRICKY, dtype=object)).tolist() == expected
+    # Arrow holds valid UTF-8 only: no lone surrogates
+    strings = [t for t in TRICKY if t is None or isinstance(t, str) and not any(0xD800 <= ord(c) < 0xE000 for c in t)]
+    arrow = pa.chunked_array([pa.array(strings, type=pa.large_string())])
+    assert invalid_texts(arrow).tolist() == [text_problem(t) is not None for t in strings]
+
+
+def test_parquet_reads_only_the_text_and_label_columns(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    train = GOOD_TRAIN.assign(embedding=[np.ones(1000)] * 4, text_id=range(4))
+    write(tmp_path, train, GOOD_TEST)
+    asked = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda path, columns=None, **kw: asked.append(columns) or
+                        real(path, columns=columns, **kw))
+    assert load(tmp_path).train.texts == GOOD_TRAIN.text.tolist()
+    assert asked == [["text", "label"], ["text", "label"]]
+
+
+@pytest.mark.skipif(not (SHARED_IMDB / "train.parquet").exists(), reason="no shared IMDb copy")
+def test_real_imdb_small_run_is_the_same_sample_as_before():
+    """The rows --small-run drew before validation rows were held out (features are cached by the texts)."""
+    splits = load_splits(DataConfig(dataset=str(SHARED_IMDB), small_run=True))
+    full = pd.read_parquet(SHARED_IMDB / "train.parquet")
+    labels = full.label.to_numpy()
+    rng = np.random.default_rng(42)  # the sample as sample_stratified drew it: per class, in class order
+    chosen = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), size=2000, replace=False)
+                                     for c in (0, 1)]))
+    assert sorted(splits.train.texts + splits.validation.texts) == sorted(full.text[chosen])
+    assert (len(splits.train.texts), len(splits.validation.texts), len(splits.test.texts)) == (3600, 400, 2000)
+    assert splits.validation.labels.sum() == 200 and splits.label_names == ["neg", "pos"] and splits.positive == 1
+    assert splits.validation_source == "train" and splits.dropped == {"train": 0, "test": 0}

@@ -135,9 +135,11 @@ class DataSource:
 @dataclass
 class DataConfig(DataSource):
     small_run: bool = field(default=False, metadata=_help(
-        f"Use a stratified, seeded sample of {SMALL_RUN_TRAIN:,} train / {SMALL_RUN_TEST:,} test examples."))
+        f"Use a stratified, seeded sample of {SMALL_RUN_TRAIN:,} train / {SMALL_RUN_TEST:,} test examples "
+        "(multi-label data: a seeded random sample)."))
     train_size: int | None = field(default=None, metadata=_help(
-        "Stratified, seeded sample of this many training examples (overrides --small-run). Default: the whole split."))
+        "Stratified, seeded sample of this many training examples (overrides --small-run; multi-label data: "
+        "a seeded random sample); refused when it would leave a class without an example. Default: the whole split."))
     test_size: int | None = field(default=None, metadata=_help(
         "Stratified, seeded sample of this many test examples (overrides --small-run). Default: the whole split."))
     sample_seed: int = field(default=42, metadata=_help(
@@ -145,7 +147,8 @@ class DataConfig(DataSource):
         "--val-fraction holds out. Separate from --seed, so runs that differ only in head settings "
         "(--seed included) see the same texts and reuse cached features."))
     val_fraction: float = field(default=0.1, metadata=_help(
-        "When the dataset has no validation split: the share of the training sample held out (stratified) "
+        "When the dataset has no validation split (validation, valid or dev): the share of the training sample "
+        "held out (stratified; multi-label data: at random; a class's last example stays in train) "
         "to choose the learning rate, the epoch, the calibration and the multi-label threshold. "
         "0: no validation split (then pass a fixed --lr).", metavar="FRACTION"))
     multi_label: bool = field(default=False, metadata=_help(

@@ -1,32 +1,52 @@
-"""Texts and labels in: a Hub dataset or a local folder, validated and sampled.
+"""Texts and labels in: a Hub dataset or a local folder, validated, sampled, and split for validation.
 
 Reading stops with a one-line `HeadtuneError` at the first thing a user must fix;
 nothing downstream ever sees a null text, an unknown label or an empty split.
+Texts stay in Arrow (or in the reader's objects) while they are checked, vectorised; only the rows
+actually used become Python strings, so reading a split costs little more than reading its file.
 """
 from __future__ import annotations
 
 import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from . import hub
-from .config import DataConfig
+from .config import DataConfig, DataSource
 from .errors import HeadtuneError, flag
+from .labels import describe_labels, encode_for_model, encode_labels, encode_multi, encode_single, holds_lists, \
+    positive_id
+
+__all__ = ["Split", "Splits", "load_splits", "load_split", "describe_labels", "encode_labels", "text_problem",
+           "invalid_texts", "sample_stratified"]
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
+VALIDATION_NAMES = ("validation", "valid", "dev")  # what datasets call their validation split, preferred first
 READERS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 SHOWN_ROWS = 5  # how many offending row numbers an error message lists
+# The characters Python's str.isspace() accepts: Arrow's own notion of whitespace differs at the edges,
+# and a text must be refused here exactly when predict's `text.strip()` would refuse it.
+WHITESPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+              "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+BLANK = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]*$"  # RE2: empty or whitespace only
 
 
 @dataclass
 class Split:
     texts: list[str]
-    labels: np.ndarray  # int64 label ids, index into Splits.label_names
+    labels: np.ndarray  # int64 ids into Splits.label_names; multi-label: an (n, K) float32 0/1 matrix
+    dropped: int = 0  # invalid rows dropped from the dataset split this was read from (--drop-invalid)
 
 
 @dataclass
@@ -34,37 +54,129 @@ class Splits:
     train: Split
     test: Split
     label_names: list[str]
-    dropped: dict[str, int]  # invalid rows dropped per split (--drop-invalid)
+    dropped: dict[str, int]  # invalid rows dropped per dataset split (--drop-invalid)
+    validation: Split | None = None
+    validation_source: str | None = None  # "dataset" (its own split), "train" (held out of the sample) or None
+    multi_label: bool = False
+    positive: int | None = None  # two-label single-label data: the id whose F1 is reported
 
+    def describe_labels(self, shown: int = 5) -> str:
+        """'77 labels: Refund_not_showing_up, activate_my_card, ...': the labels for one log line."""
+        return describe_labels(self.label_names, shown)
+
+
+@dataclass
+class RawSplit:
+    """One split as read, row for row: texts (Arrow strings, or objects) and raw label values."""
+
+    texts: pa.ChunkedArray | np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class Dataset:
+    """A dataset's splits, each read on demand, and the label names it declares (a ClassLabel column)."""
+
+    where: str
+    splits: list[str]
+    read: Callable[[str], RawSplit]
+    label_names: list[str] | None = None
+
+
+# --------------------------------------------------------------------------- the entry points
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Read, validate, name the labels of, and sample the train and test splits."""
-    frames, names = read_frames(cfg)
-    dropped = {}
-    for split in SPLITS:
-        frames[split], dropped[split] = clean_split(frames[split], split, cfg)
-    train_ids, test_ids, label_names = encode_labels(frames["train"][cfg.label_column],
-                                                     frames["test"][cfg.label_column], names, cfg.label_names)
-    splits = {}
-    for split, ids, size in zip(SPLITS, (train_ids, test_ids), cfg.sizes):
-        if size is not None and getattr(cfg, f"{split}_size") is None:  # --small-run: at most the whole split
-            size = min(size, len(ids))
-        keep = np.arange(len(ids)) if size is None else sample_stratified(ids, size, cfg.sample_seed, split)
-        texts = frames[split][cfg.text_column].tolist()
-        splits[split] = Split([texts[i] for i in keep], ids[keep])
-    return Splits(splits["train"], splits["test"], label_names, dropped)
+    """Read, validate and name the labels of the train, test and validation splits, then sample them."""
+    data = open_dataset(cfg)
+    own_validation = validation_name(data)
+    wanted = {"train": "train", "test": "test", **({"validation": own_validation} if own_validation else {})}
+    # the files are read side by side (Arrow releases the GIL): reading is most of the time load_splits takes;
+    # map returns in order, so a problem in train is reported before one in test, as when read one by one
+    with ThreadPoolExecutor(len(wanted)) as pool:
+        raw = dict(zip(wanted, pool.map(data.read, wanted.values())))
+    rows, dropped = {}, {}
+    for split in wanted:
+        rows[split], dropped[split] = clean_split(raw[split], split, cfg)
+    values = {split: raw[split].labels[rows[split]] for split in ("train", "validation", "test") if split in raw}
+    multi = cfg.multi_label or any(holds_lists(v) for v in values.values())
+    if multi:
+        names, labels = encode_multi(values, data.label_names, cfg.label_names, split_strings=cfg.multi_label)
+    else:
+        names, labels = encode_single(values, data.label_names, cfg.label_names)
+    positive = positive_id(names, cfg.positive_label, multi)
+
+    def split_of(name: str, keep: np.ndarray, read_as: str | None = None) -> Split:
+        read_as = read_as or name
+        return Split(_pick(raw[read_as].texts, rows[read_as][keep]), labels[read_as][keep], dropped[read_as])
+
+    train_keep, test_keep = (sample_rows(labels[s], size, cfg, s, multi) for s, size in zip(SPLITS, cfg.sizes))
+    validation, source = None, None
+    if own_validation:  # the dataset's own: used whole
+        validation, source = split_of("validation", np.arange(len(labels["validation"]))), "dataset"
+        log.info("validation: the dataset's %s split, %s rows", own_validation, f"{len(validation.texts):,}")
+    elif cfg.val_fraction > 0:
+        part, held = hold_out(labels["train"][train_keep], cfg.val_fraction, cfg.sample_seed, multi)
+        if len(held):
+            validation, source = split_of("validation", train_keep[held], read_as="train"), "train"
+        log.info("validation: %s of %s training rows held out (%s %g)", f"{len(held):,}", f"{len(train_keep):,}",
+                 flag("val_fraction"), cfg.val_fraction)
+        train_keep = train_keep[part]
+    if multi:
+        _warn_unseen_labels(labels["train"][train_keep], names)
+    return Splits(split_of("train", train_keep), split_of("test", test_keep), names, dropped, validation, source,
+                  multi, positive)
+
+
+def load_split(source: DataSource, split: str, label2id: dict[str, int], multi_label: bool) -> Split:
+    """One named split of `source`, validated, its labels as the ids of a trained model's `label2id`.
+
+    Labels are named by the training rules (ClassLabel names, --label-names, neg/pos for 0/1, the
+    values) and must be labels the model knows; multi-label rows become (n, K) in the model's order.
+    """
+    data = open_dataset(source)
+    raw = data.read(resolve_split(data, split))
+    rows, dropped = clean_split(raw, split, source)
+    labels = encode_for_model(raw.labels[rows], data.label_names, source.label_names, label2id, multi_label, split)
+    return Split(_pick(raw.texts, rows), labels, dropped)
+
+
+def validation_name(data: Dataset) -> str | None:
+    """The dataset's own validation split (validation, valid or dev), or None."""
+    found = [name for name in VALIDATION_NAMES if name in data.splits]
+    if len(found) > 1:
+        raise HeadtuneError(f"{data.where} has several validation splits ({', '.join(found)}); keep one")
+    return found[0] if found else None
+
+
+def resolve_split(data: Dataset, split: str) -> str:
+    """`split` as the dataset names it: validation, valid and dev stand for each other."""
+    if split in data.splits:
+        return split
+    alias = validation_name(data) if split in VALIDATION_NAMES else None
+    if alias:
+        return alias
+    raise HeadtuneError(f"{data.where} has no '{split}' split; its splits are: {', '.join(data.splits) or 'none'}; "
+                        f"pass one of them with {flag('split')}")
+
+
+def _pick(texts: pa.ChunkedArray | np.ndarray, index: np.ndarray) -> list[str]:
+    """Python strings for the rows used only: converting all 25k texts of a split would cost more than reading it."""
+    if isinstance(texts, pa.ChunkedArray):
+        if len(index) == len(texts) and np.array_equal(index, np.arange(len(texts))):
+            return texts.to_pylist()  # the whole split: no copy first
+        return texts.take(pa.array(index, type=pa.int64())).to_pylist()
+    return texts[index].tolist()
 
 
 # --------------------------------------------------------------------------- reading
 
-def read_frames(cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
-    """The raw train/test tables, and the label names the source declares (if any)."""
-    if hub.looks_local(cfg.dataset):
-        return read_local(Path(cfg.dataset).expanduser(), cfg)
-    return read_hub(cfg.dataset)
+def open_dataset(source: DataSource) -> Dataset:
+    if hub.looks_local(source.dataset):
+        return open_local(Path(source.dataset).expanduser(), source)
+    return open_hub(source.dataset, source)
 
 
-def read_hub(name: str) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+def open_hub(name: str, source: DataSource) -> Dataset:
     import datasets
 
     if not hub.hub_reachable():
@@ -76,35 +188,55 @@ def read_hub(name: str) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
             raise HeadtuneError(hub.offline_message("dataset", name)) from err
         raise HeadtuneError(f"cannot load dataset '{name}': no such local folder, and the Hub says: "
                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-    missing = [s for s in SPLITS if s not in ds]
-    if missing:
-        raise HeadtuneError(f"dataset '{name}' has no {missing[0]} split (it has: {', '.join(ds)})")
-    frames = {s: ds[s].to_pandas() for s in SPLITS}
-    names = None
-    for feature in ds["train"].features.values():
-        if hasattr(feature, "names"):  # a ClassLabel column
-            names = list(feature.names)
-    return frames, names
+
+    def read(split: str) -> RawSplit:
+        if split not in ds:
+            raise HeadtuneError(f"dataset '{name}' has no {split} split (it has: {', '.join(ds)})")
+        return from_arrow(ds[split].with_format("arrow")[:], split, source)
+
+    first = ds["train"] if "train" in ds else next(iter(ds.values()))
+    return Dataset(f"dataset '{name}'", list(ds), read, class_names(first.features.get(source.label_column)))
 
 
-def read_local(path: Path, cfg: DataConfig) -> tuple[dict[str, pd.DataFrame], list[str] | None]:
+def class_names(feature) -> list[str] | None:
+    """The names a ClassLabel column declares (also a list of ClassLabel, for multi-label data)."""
+    inner = getattr(feature, "feature", None)  # datasets' Sequence/List of ClassLabel
+    for candidate in (feature, inner):
+        if candidate is not None and hasattr(candidate, "names"):
+            return list(candidate.names)
+    return None
+
+
+def open_local(path: Path, source: DataSource) -> Dataset:
     if not path.exists():
         raise HeadtuneError(f"dataset path {path} does not exist; pass a folder with {flag('dataset')}")
     if not path.is_dir():
         raise HeadtuneError(f"{flag('dataset')} must be a folder holding train and test files, but {path} is a "
                             f"file; put it in a folder as train{path.suffix} and test{path.suffix}")
     if (path / "train").is_dir() and (path / "test").is_dir():
-        return {s: read_text_folder(path / s, cfg) for s in SPLITS}, None
-    return {s: read_table(find_split_files(path, s), s, cfg) for s in SPLITS}, None
+        folders = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return Dataset(str(path), folders, lambda split: read_text_folder(path / split, source))
+    return Dataset(str(path), split_names(path), lambda split: read_table(find_split_files(path, split), split, source))
 
 
-def find_split_files(folder: Path, split: str) -> list[Path]:
+def _candidates(folder: Path, split: str) -> list[Path]:
     """Files named `<split>.<ext>` or `<split>-*.<ext>` / `<split>_*.<ext>` (shards) in the folder or data/."""
     def named_for_split(p: Path) -> bool:
         stem = p.name.split(".")[0]
         return p.is_file() and (stem == split or stem.startswith((split + "-", split + "_")))
 
-    candidates = sorted(p for d in (folder, folder / "data") if d.is_dir() for p in d.iterdir() if named_for_split(p))
+    return sorted(p for d in (folder, folder / "data") if d.is_dir() for p in d.iterdir() if named_for_split(p))
+
+
+def split_names(folder: Path) -> list[str]:
+    """The splits a folder of files holds: file names without type and shard suffix (train-00000-of-00002)."""
+    files = [p for d in (folder, folder / "data") if d.is_dir() for p in d.iterdir()
+             if p.is_file() and p.suffix.lower() in READERS]
+    return sorted({re.sub(r"[-_]\d+(-of-\d+)?(-[0-9a-f]+)?$", "", p.name.split(".")[0]) for p in files})
+
+
+def find_split_files(folder: Path, split: str) -> list[Path]:
+    candidates = _candidates(folder, split)
     supported = [p for p in candidates if p.suffix.lower() in READERS]
     if supported:
         suffixes = {p.suffix.lower() for p in supported}
@@ -119,52 +251,104 @@ def find_split_files(folder: Path, split: str) -> list[Path]:
                         f"or an aclImdb-style folder with train/<label>/*.txt and test/<label>/*.txt")
 
 
-def read_table(files: list[Path], split: str, cfg: DataConfig) -> pd.DataFrame:
-    frames = [read_file(f, cfg) for f in files]
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    if len(frame) == 0:
+def read_table(files: list[Path], split: str, source: DataSource) -> RawSplit:
+    parts = [read_file(f, split, source) for f in files]
+    if len(parts) == 1:
+        raw = parts[0]
+    elif all(isinstance(p.texts, pa.ChunkedArray) for p in parts):
+        raw = RawSplit(pa.chunked_array([c for p in parts for c in p.texts.cast(pa.large_string()).chunks],
+                                        type=pa.large_string()), np.concatenate([p.labels for p in parts]))
+    else:
+        raw = RawSplit(np.concatenate([_objects(p.texts) for p in parts]), np.concatenate([p.labels for p in parts]))
+    if len(raw.labels) == 0:
         raise HeadtuneError(f"the {split} split ({files[0]}) has no rows; it needs rows with "
-                            f"'{cfg.text_column}' and '{cfg.label_column}' columns")
-    return frame
+                            f"'{source.text_column}' and '{source.label_column}' columns")
+    return raw
 
 
-def read_file(path: Path, cfg: DataConfig) -> pd.DataFrame:
+def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
     kind = READERS[path.suffix.lower()]
     if path.stat().st_size == 0:
-        raise HeadtuneError(f"{path} is empty (0 bytes); it must hold rows with '{cfg.text_column}' and "
-                            f"'{cfg.label_column}' columns")
+        raise HeadtuneError(f"{path} is empty (0 bytes); it must hold rows with '{source.text_column}' and "
+                            f"'{source.label_column}' columns")
     try:
-        if kind == "parquet":
-            return pd.read_parquet(path)
+        if kind == "parquet":  # only the two columns: other columns can be large (e.g. embeddings)
+            names = [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]  # pandas' index
+            check_columns(names, split, source)
+            return from_arrow(pq.read_table(path, columns=[source.text_column, source.label_column]), split, source)
         if kind == "csv":
             # keep_default_na=False: the text "NA" is a review, not a missing value; only empty cells are missing.
             # dtype=str: a text such as "10" or "1e5" stays a text instead of becoming a number.
-            return pd.read_csv(path, encoding=cfg.encoding, keep_default_na=False, na_values=[""],
-                               dtype={cfg.text_column: str})
-        return pd.read_json(path, lines=True, encoding=cfg.encoding, dtype=False)
+            frame = pd.read_csv(path, encoding=source.encoding, keep_default_na=False, na_values=[""],
+                                dtype={source.text_column: str})
+        else:
+            frame = pd.read_json(path, lines=True, encoding=source.encoding, dtype=False)
+    except HeadtuneError:
+        raise
     except UnicodeDecodeError as err:
-        raise HeadtuneError(f"{path} is not valid {cfg.encoding} text (byte {err.object[err.start]:#04x} at "
+        raise HeadtuneError(f"{path} is not valid {source.encoding} text (byte {err.object[err.start]:#04x} at "
                             f"offset {err.start}); pass its encoding, e.g. {flag('encoding')} latin-1") from err
     except LookupError as err:
-        raise HeadtuneError(f"unknown {flag('encoding')} '{cfg.encoding}'") from err
+        raise HeadtuneError(f"unknown {flag('encoding')} '{source.encoding}'") from err
     except Exception as err:  # pandas/pyarrow parse errors come in many types
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HeadtuneError(f"cannot read {path} as {kind}: {reason}") from err
+    return from_frame(frame, split, source)
 
 
-def read_text_folder(folder: Path, cfg: DataConfig) -> pd.DataFrame:
+def read_text_folder(folder: Path, source: DataSource) -> RawSplit:
     """aclImdb layout: one sub-folder per label holding one .txt file per text."""
-    rows = []
+    texts, labels = [], []
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "unsup"):
         for file in sorted(label_dir.glob("*.txt")):
             try:
-                rows.append((file.read_text(encoding=cfg.encoding), label_dir.name))
+                texts.append(file.read_text(encoding=source.encoding))
             except UnicodeDecodeError as err:
-                raise HeadtuneError(f"{file} is not valid {cfg.encoding} text; pass its encoding, "
+                raise HeadtuneError(f"{file} is not valid {source.encoding} text; pass its encoding, "
                                     f"e.g. {flag('encoding')} latin-1") from err
-    if not rows:
+            labels.append(label_dir.name)
+    if not texts:
         raise HeadtuneError(f"{folder} has no <label>/*.txt files; expected e.g. {folder}/pos/1.txt")
-    return pd.DataFrame(rows, columns=[cfg.text_column, cfg.label_column])
+    return RawSplit(_objects(texts), _objects(labels))
+
+
+def check_columns(columns: list, split: str, source: DataSource) -> None:
+    for column, option in ((source.text_column, "text_column"), (source.label_column, "label_column")):
+        if column not in columns:
+            raise HeadtuneError(f"column '{column}' not found in the {split} split; its columns are: "
+                                f"{', '.join(map(str, columns))}; pass {flag(option)}")
+
+
+def from_arrow(table: pa.Table, split: str, source: DataSource) -> RawSplit:
+    check_columns(table.column_names, split, source)
+    texts = table.column(source.text_column)
+    if pa.types.is_dictionary(texts.type):  # a categorical column of texts
+        texts = texts.cast(texts.type.value_type)
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        texts = _objects(texts.to_pandas())  # numbers, nulls, ...: refused below, one by one
+    # through pandas: categorical, nullable-integer and list labels come out as the CSV/JSON readers give them
+    return RawSplit(texts, table.column(source.label_column).to_pandas().to_numpy())
+
+
+def from_frame(frame: pd.DataFrame, split: str, source: DataSource) -> RawSplit:
+    check_columns(list(frame.columns), split, source)
+    texts = frame[source.text_column]
+    if isinstance(texts.dtype, pd.StringDtype):  # pandas' Arrow-backed strings: no Python objects needed
+        try:
+            return RawSplit(pa.chunked_array([pa.array(texts, type=pa.large_string())]),
+                            frame[source.label_column].to_numpy())
+        except (UnicodeEncodeError, pa.ArrowException):  # Python storage holding a lone surrogate
+            pass
+    return RawSplit(_objects(texts), frame[source.label_column].to_numpy())
+
+
+def _objects(values) -> np.ndarray:
+    """A 1-D object array (np.asarray would make lists of equal length a 2-D array)."""
+    if isinstance(values, pd.Series):
+        return values.to_numpy(dtype=object)
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return _objects(values.to_pylist())
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 # --------------------------------------------------------------------------- validation
@@ -190,28 +374,40 @@ def text_problem(text) -> str | None:
     return None
 
 
-def invalid_texts(texts: pd.Series) -> np.ndarray:
-    """Mask of texts that are null, not strings, empty, whitespace only, or not valid Unicode."""
-    return np.array([text_problem(t) is not None for t in texts], dtype=bool)
+def _blank_or_null(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.match_substring_regex(strings, BLANK), True).to_numpy(zero_copy_only=False),
+                      dtype=bool)
 
 
-def missing_labels(labels: pd.Series) -> np.ndarray:
-    return np.array([v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NA or v is pd.NaT
-                     for v in labels], dtype=bool)
+def invalid_texts(texts) -> np.ndarray:
+    """Mask of texts that are null, not strings, empty, whitespace only, or not valid Unicode (as text_problem)."""
+    if isinstance(texts, (pa.Array, pa.ChunkedArray)):  # Arrow strings are valid UTF-8 by construction
+        return _blank_or_null(texts)
+    values = _objects(texts)
+    is_str = np.fromiter((isinstance(t, str) for t in values), dtype=bool, count=len(values))
+    strings = values[is_str]
+    try:  # encoding to UTF-8 is the Unicode check: a lone surrogate makes it fail
+        ok = ~_blank_or_null(pa.array(strings, type=pa.large_string()))
+    except (UnicodeEncodeError, pa.ArrowException):
+        ok = np.fromiter((text_problem(t) is None for t in strings), dtype=bool, count=len(strings))
+    bad = np.ones(len(values), dtype=bool)
+    bad[is_str] = ~ok
+    return bad
 
 
-def clean_split(frame: pd.DataFrame, split: str, cfg: DataConfig) -> tuple[pd.DataFrame, int]:
-    """Check columns, texts and labels of one split; drop or refuse invalid rows. Returns (frame, dropped)."""
-    if len(frame) == 0:
+def missing_labels(labels) -> np.ndarray:
+    """Mask of null or NaN labels (an empty list of labels is not missing: a text may have none)."""
+    return np.asarray(pd.isna(labels if isinstance(labels, np.ndarray) else _objects(labels)), dtype=bool)
+
+
+def clean_split(raw: RawSplit, split: str, source: DataSource) -> tuple[np.ndarray, int]:
+    """Check one split's texts and labels; refuse or drop invalid rows. Returns (valid row numbers, dropped)."""
+    if len(raw.labels) == 0:
         raise HeadtuneError(f"the {split} split has no rows")
-    for column, option in ((cfg.text_column, "text_column"), (cfg.label_column, "label_column")):
-        if column not in frame.columns:
-            raise HeadtuneError(f"column '{column}' not found in the {split} split; its columns are: "
-                                f"{', '.join(map(str, frame.columns))}; pass {flag(option)}")
-    bad_text = invalid_texts(frame[cfg.text_column])
-    bad_label = missing_labels(frame[cfg.label_column])
+    bad_text = invalid_texts(raw.texts)
+    bad_label = missing_labels(raw.labels)
     bad = bad_text | bad_label
-    if bad.any() and not cfg.drop_invalid:
+    if bad.any() and not source.drop_invalid:
         if bad_text.any():
             raise HeadtuneError(f"the {split} split has {bad_text.sum():,} invalid text{_s(bad_text.sum())} "
                                 f"(empty, whitespace only, null, not a string or not valid Unicode) at "
@@ -220,101 +416,125 @@ def clean_split(frame: pd.DataFrame, split: str, cfg: DataConfig) -> tuple[pd.Da
         raise HeadtuneError(f"the {split} split has {bad_label.sum():,} missing label{_s(bad_label.sum())} "
                             f"(null or NaN) at {_rows(bad_label)}; fix them or pass {flag('drop_invalid')} "
                             f"to drop them")
+    if bad.all():
+        raise HeadtuneError(f"the {split} split has no valid rows left after {flag('drop_invalid')} dropped all "
+                            f"{int(bad.sum()):,}")
     if bad.any():
         log.warning("dropped %d invalid rows from the %s split (%d bad texts, %d missing labels)",
                     bad.sum(), split, bad_text.sum(), bad_label.sum())
-        frame = frame.loc[~bad].reset_index(drop=True)
-    if len(frame) == 0:
-        raise HeadtuneError(f"the {split} split has no valid rows left after {flag('drop_invalid')} dropped all "
-                            f"{int(bad.sum()):,}")
-    return frame, int(bad.sum())
+    return np.flatnonzero(~bad), int(bad.sum())
 
 
 def _s(count) -> str:
     return "" if count == 1 else "s"
 
 
-# --------------------------------------------------------------------------- labels
-
-def _as_int_labels(values: pd.Series) -> np.ndarray | None:
-    """Integer labels as int64 (floats like 1.0 count), or None when any label is not an integer."""
-    try:
-        arr = np.asarray(values.tolist())
-    except Exception:
-        return None
-    if arr.dtype.kind in "iu":
-        return arr.astype(np.int64)
-    if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
-        return arr.astype(np.int64)
-    return None
-
-
-def encode_labels(train: pd.Series, test: pd.Series, source_names: list[str] | None,
-                  user_names: list[str] | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Label ids for both splits and the name of every id.
-
-    Integer labels keep their value as id when names are known (--label-names, the dataset's
-    own, or neg/pos for 0/1); other labels are numbered in the sorted order of the train values.
-    """
-    train_int, test_int = _as_int_labels(train), _as_int_labels(test)
-    if train_int is not None and test_int is not None:
-        values = np.union1d(train_int, test_int)
-        names = user_names or source_names or (["neg", "pos"] if set(values.tolist()) <= {0, 1} else None)
-        if names is not None:
-            if values.min() < 0 or values.max() >= len(names):
-                raise HeadtuneError(f"label {values.max() if values.min() >= 0 else values.min()} has no name: "
-                                    f"names are given for 0..{len(names) - 1} ({', '.join(names)}); "
-                                    f"pass one name per label with {flag('label_names')}")
-            train_ids, test_ids = train_int, test_int
-        else:  # e.g. star ratings 1..5: number them in sorted order, keep the values as names
-            train_str, test_str = [str(v) for v in train_int], [str(v) for v in test_int]
-            order = np.unique(train_int)
-            names = [str(v) for v in order]
-            lookup = {n: i for i, n in enumerate(names)}
-            train_ids, test_ids = _lookup(train_str, lookup), _lookup(test_str, lookup)
-    else:
-        if user_names:
-            raise HeadtuneError(f"{flag('label_names')} names integer labels, but the labels are strings")
-        train_str, test_str = [str(v) for v in train], [str(v) for v in test]
-        names = sorted(set(train_str))
-        lookup = {n: i for i, n in enumerate(names)}
-        train_ids, test_ids = _lookup(train_str, lookup), _lookup(test_str, lookup)
-    present = np.unique(train_ids)
-    if len(present) < 2:
-        raise HeadtuneError(f"the train split has only one label ('{names[present[0]]}'); "
-                            f"a classifier needs at least two: add examples of another label")
-    unseen = sorted(set(np.unique(test_ids).tolist()) - set(present.tolist()))
-    if unseen:
-        raise HeadtuneError(f"test label '{names[unseen[0]]}' never occurs in the train split, so the head cannot "
-                            f"learn it; add examples of it to the train split or remove it from the test split")
-    return train_ids, test_ids, list(names)
-
-
-def _lookup(values: list, lookup: dict) -> np.ndarray:
-    unknown = [v for v in values if v not in lookup]
-    if unknown:
-        raise HeadtuneError(f"test label '{unknown[0]}' never occurs in the train split ({len(unknown):,} test "
-                            f"row{'s' if len(unknown) != 1 else ''}), so the head cannot learn it; add examples of "
-                            f"it to the train split or remove it from the test split")
-    return np.array([lookup[v] for v in values], dtype=np.int64)
-
-
 # --------------------------------------------------------------------------- sampling
+
+def allocate(counts: np.ndarray, n) -> np.ndarray:
+    """Rows per class in a stratified sample of `n` (an int, or an array of sizes: one row each).
+
+    Shares proportional to `counts`, rounded down; the rows left over go to the largest remainders
+    (ties: the lower class), so a sample has exactly n rows.
+    """
+    sizes = np.atleast_1d(n)
+    exact = counts[None, :] * sizes[:, None] / counts.sum()
+    take = np.floor(exact).astype(int)
+    order = np.argsort(-(exact - take), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.broadcast_to(np.arange(counts.size), order.shape), axis=1)
+    take += rank < (sizes - take.sum(axis=1))[:, None]
+    return take if np.ndim(n) else take[0]
+
+
+def _check_size(n: int, total: int, split: str) -> None:
+    if n > total:
+        raise HeadtuneError(f"{flag(split + '_size')} {n:,} is larger than the {split} split, which has "
+                            f"{total:,} rows; pass {flag(split + '_size')} {total} or less")
+
 
 def sample_stratified(labels: np.ndarray, n: int, seed: int, split: str) -> np.ndarray:
     """Indices (sorted) of a seeded sample of `n` rows whose label shares match the split's."""
     total = len(labels)
-    if n > total:
-        raise HeadtuneError(f"{flag(split + '_size')} {n:,} is larger than the {split} split, which has "
-                            f"{total:,} rows; pass {flag(split + '_size')} {total} or less")
+    _check_size(n, total, split)
     if n == total:
         return np.arange(total)
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
-    exact = counts * n / total
-    take = np.floor(exact).astype(int)
-    # largest remainders get the rows left over, so the sample has exactly n rows
-    for i in np.argsort(-(exact - take), kind="stable")[: n - take.sum()]:
-        take[i] += 1
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False) for c, k in zip(classes, take)]
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+              for c, k in zip(classes, allocate(counts, n))]
     return np.sort(np.concatenate(chosen))
+
+
+def smallest_sample_keeping_classes(counts: np.ndarray) -> int:
+    """The smallest size from which on every stratified sample has every class.
+
+    Searches down from a size where every class's exact share is at least one row, since with
+    largest remainders a class can lose its only row again as the sample grows.
+    """
+    low = -(-int(counts.sum()) // int(counts.min()))
+    step = max(1, 2**20 // counts.size)  # candidate sizes evaluated at once, about 8 MB of shares
+    while low > counts.size:
+        sizes = np.arange(max(counts.size, low - step), low)
+        failing = np.flatnonzero((allocate(counts, sizes) == 0).any(axis=1))
+        if len(failing):
+            return int(sizes[failing[-1]]) + 1
+        low = int(sizes[0])
+    return low
+
+
+def sample_rows(labels: np.ndarray, size: int | None, cfg: DataConfig, split: str, multi_label: bool) -> np.ndarray:
+    """Rows of the --train-size / --test-size / --small-run sample (all rows when no size is asked for)."""
+    total = len(labels)
+    if size is None:
+        return np.arange(total)
+    if getattr(cfg, f"{split}_size") is None:  # --small-run: at most the whole split
+        size = min(size, total)
+    if multi_label:  # no stratification over label sets: a seeded random sample
+        _check_size(size, total, split)
+        return np.arange(total) if size == total else np.sort(
+            np.random.default_rng(cfg.sample_seed).choice(total, size=size, replace=False))
+    if split == "train" and size < total:
+        _check_keeps_classes(labels, size, cfg)
+    return sample_stratified(labels, size, cfg.sample_seed, split)
+
+
+def _check_keeps_classes(labels: np.ndarray, size: int, cfg: DataConfig) -> None:
+    counts = np.unique(labels, return_counts=True)[1]
+    lost = int(np.sum(allocate(counts, size) == 0))
+    if lost:
+        asked = f"{flag('train_size')} {size:,}" if cfg.train_size is not None else \
+            f"{flag('small_run')}'s sample of {size:,} texts"
+        raise HeadtuneError(f"{asked} leaves {lost} of the {counts.size} classes without a training example; "
+                            f"pass {flag('train_size')} {smallest_sample_keeping_classes(counts)} or more "
+                            f"(samples of that size or more keep every class)")
+
+
+def hold_out(labels: np.ndarray, fraction: float, seed: int, multi_label: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) positions in the training sample: a stratified `fraction` (at least one row) held out.
+
+    Drawn from a random stream of its own, so the sample is the same rows whatever --val-fraction is.
+    A class's last example always stays in train. Multi-label rows are held out at random (not stratified).
+    """
+    n = len(labels)
+    want = max(1, round(fraction * n))
+    rng = np.random.default_rng([seed, 1])
+    if multi_label:
+        chosen = rng.choice(n, size=min(want, n - 1), replace=False)
+    else:
+        classes, counts = np.unique(labels, return_counts=True)
+        take = np.minimum(allocate(counts, want), counts - 1)
+        chosen = np.concatenate([rng.choice(np.flatnonzero(labels == c), size=k, replace=False)
+                                 for c, k in zip(classes, take)])
+    held = np.zeros(n, dtype=bool)
+    held[chosen] = True
+    if not held.any():
+        log.warning("no validation rows: every class has a single training example")
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def _warn_unseen_labels(matrix: np.ndarray, names: list[str]) -> None:
+    missing = [n for n, c in zip(names, matrix.sum(axis=0)) if c == 0]
+    if missing:
+        log.warning("%d of %d labels have no example in the training rows (%s%s)", len(missing), len(names),
+                    ", ".join(missing[:5]), ", ..." if len(missing) > 5 else "")
