@@ -328,7 +328,7 @@ def trained(tiny_models, tmp_path_factory, tokenizer):
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = cli.main(["train", "--model", str(tiny_models["distilbert"]), "--dataset", str(data),
                          "--output-dir", str(out), "--max-length", "16", "--epochs", "2", "--drop-invalid",
-                         "--cache-dir", str(root / "cache")])
+                         "--cache-dir", str(root / "cache"), "--val-fraction", "0", "--lr", "0.03"])
     assert code == 0, err.getvalue()
     lengths = [len(tokenizer(t)["input_ids"]) for t in train.text if isinstance(t, str) and t.strip()]
     return {"out": out, "stderr": err.getvalue(), "cut_train": sum(n > 16 for n in lengths),
@@ -353,7 +353,7 @@ def test_nothing_written_is_a_pickle(trained):
              if p.is_file()]
     assert any(p.suffix == ".safetensors" for p in files) and any(p.parent.name != "out" for p in files)
     for path in files:
-        assert path.suffix in (".json", ".safetensors", ".png"), path
+        assert path.suffix in (".json", ".safetensors", ".png", ".md"), path
         head = path.read_bytes()[:4]
         assert not head.startswith(b"\x80") and head != b"PK\x03\x04", path  # pickle / torch.save zip
 
@@ -478,7 +478,7 @@ def test_predict_max_length_above_the_limit(capsys, trained):
 def test_internal_error_is_one_line_with_exit_1(capsys, train_args, monkeypatch):
     import headtune.workflow
 
-    def broken(cfg):
+    def broken(cfg, **kwargs):
         raise RuntimeError("something broke\nsecond line")
 
     monkeypatch.setattr(headtune.workflow, "run", broken)

@@ -56,7 +56,7 @@ def test_same_seed_in_two_fresh_processes_gives_identical_results(tmp_path, tiny
         assert torch.equal(weights[0][name], weights[1][name]), name
     metrics = [json.loads((cwd / "out" / "metrics.json").read_text()) for cwd in runs]
     assert without_timings(metrics[0]) == without_timings(metrics[1])
-    assert metrics[0]["data"]["train"] == 40 and len(metrics[0]["history"]) == 4
+    assert metrics[0]["data"]["train"] + metrics[0]["data"]["validation"] == 40 and len(metrics[0]["history"]) == 4
 
     # the head really depends on the seed (so the equality above is not vacuous)
     other = tmp_path / "c"

@@ -12,10 +12,8 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from headtune.config import ModelConfig
 from headtune.errors import HeadtuneError
 from headtune.metrics import classification_report, multilabel_report, reliability_bins
-from headtune.modeling import load_for_training
 from headtune.report import (BAR_CHART, CONFUSION_MATRIX, LINE_CHART, LR_SWEEP, RELIABILITY, bar_chart, bar_figure,
                              charts_for, check_output_dir, confusion_matrix_chart, confusion_matrix_figure,
                              draw_charts, evaluation_charts, line_chart, line_figure, lr_sweep_chart,
@@ -311,8 +309,9 @@ def test_report_does_not_import_training_or_torch():
 
 @pytest.fixture(scope="module")
 def loaded(tiny_models):
-    return load_for_training(ModelConfig(model=str(tiny_models["distilbert"]), max_length=32, device="cpu"),
-                             ["neg", "pos"], seed=0)
+    from conftest import Backbone
+
+    return Backbone(tiny_models["distilbert"], max_length=32)
 
 
 def save(loaded):

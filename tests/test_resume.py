@@ -28,7 +28,7 @@ SHARDS_BEFORE_STOP = 2  # the backbone is stopped in the first batch after this 
 def data_dir(tmp_path) -> Path:
     folder = tmp_path / "data"
     folder.mkdir()
-    sentiment_frame(40, seed=11).to_parquet(folder / "train.parquet")  # 5 shards of 8
+    sentiment_frame(40, seed=11).to_parquet(folder / "train.parquet")  # 36 train (5 shards of 8) + 4 validation
     sentiment_frame(16, seed=12).to_parquet(folder / "test.parquet")  # 2 shards of 8
     return folder
 
@@ -101,7 +101,7 @@ def test_sigkill_mid_extraction_then_rerun_resumes_with_identical_features(tmp_p
     assert fresh["backbone_pass"]["train"]["cached_shards"] == 0
 
     resumed_shards, fresh_shards = shard_files(cache), shard_files(fresh_cache)
-    assert resumed_shards.keys() == fresh_shards.keys() and len(fresh_shards) == 7  # same keys: same features
+    assert resumed_shards.keys() == fresh_shards.keys() and len(fresh_shards) == 8  # same keys: same features
     for name in fresh_shards:
         a, b = load_file(resumed_shards[name]), load_file(fresh_shards[name])
         assert a.keys() == b.keys()
@@ -111,8 +111,8 @@ def test_sigkill_mid_extraction_then_rerun_resumes_with_identical_features(tmp_p
     # identical features, so the trained heads and their scores are identical too
     a, b = load_file(out / "model" / "model.safetensors"), load_file(fresh_out / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [(r["accuracy"], r["f1"], r["train_loss"]) for r in resumed["history"]] == \
-           [(r["accuracy"], r["f1"], r["train_loss"]) for r in fresh["history"]]
+    assert [(r["test"], r["validation"], r["train_loss"]) for r in resumed["history"]] == \
+           [(r["test"], r["validation"], r["train_loss"]) for r in fresh["history"]]
 
 
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
@@ -144,7 +144,7 @@ def test_interrupt_mid_extraction_exits_keeps_shards_and_resumes(tmp_path, tiny_
     code, metrics, err = run_in_process(argv, capsys)
     assert code == 0, err
     assert metrics["backbone_pass"]["train"]["cached_shards"] == SHARDS_BEFORE_STOP
-    assert len(shard_files(cache)) == 7
+    assert len(shard_files(cache)) == 8  # train 5, validation 1, test 2
 
 
 def test_ctrl_c_with_no_cache_says_nothing_is_kept(tmp_path, tiny_models, data_dir, capsys, monkeypatch):

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
-from transformers import AutoModel, AutoModelForSequenceClassification, ElectraConfig, pipeline
+from transformers import AutoModel, AutoModelForSequenceClassification, ConvBertConfig, pipeline
 
 import headtune
 from headtune.errors import HeadtuneError
@@ -44,9 +44,11 @@ def binary_run(tiny_models, sentiment_dir, tmp_path_factory):
 def test_all_artifacts_are_written(binary_run):
     metrics, out = binary_run
     files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert files == ["images/BAR_CHART.png", "images/LINE_CHART.png", "metrics.json", "model/config.json",
-                     "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"]
-    for chart in ("BAR_CHART.png", "LINE_CHART.png"):
+    assert files == ["images/BAR_CHART.png", "images/CONFUSION_MATRIX.png", "images/LINE_CHART.png",
+                     "images/LR_SWEEP.png", "images/RELIABILITY.png", "metrics.json", "model/README.md",
+                     "model/config.json", "model/headtune.json", "model/model.safetensors", "model/tokenizer.json",
+                     "model/tokenizer_config.json"]
+    for chart in ("BAR_CHART.png", "LINE_CHART.png", "LR_SWEEP.png", "CONFUSION_MATRIX.png", "RELIABILITY.png"):
         with Image.open(out / "images" / chart) as image:
             image.verify()
             assert image.format == "PNG"
@@ -68,11 +70,23 @@ def test_metrics_json(binary_run):
     assert {k: v for k, v in metrics.items() if k != "timings_s"} == {k: v for k, v in saved.items()
                                                                       if k != "timings_s"}
     assert [h["epoch"] for h in saved["history"]] == [0, 1, 2]
-    assert saved["before"] == {k: saved["history"][0][k] for k in ("accuracy", "f1")}
-    assert saved["after"] == {k: saved["history"][-1][k] for k in ("accuracy", "f1")}
-    assert saved["labels"] == ["neg", "pos"] and saved["f1_average"].startswith("binary")
+    assert saved["before"] == {k: saved["history"][0]["test"][k] for k in ("accuracy", "f1", "loss")}
+    kept = saved["history"][saved["kept_epoch"]]
+    # calibration folds a temperature into the head: the same predictions, so the same accuracy and F1
+    assert {k: saved["after"][k] for k in ("accuracy", "f1")} == {k: kept["test"][k] for k in ("accuracy", "f1")}
+    assert saved["labels"] == ["neg", "pos"] and saved["positive_label"] == "pos"
+    assert saved["metric_names"] == {"accuracy": "accuracy", "f1": "F1 (pos)"}
     assert saved["config"]["train"]["epochs"] == 2 and saved["config"]["model"]["max_length"] == MAX_LENGTH
-    assert saved["data"]["train"] == 400 and saved["data"]["test"] == 200
+    # 10 % of the 400 training rows held out, stratified: 20 per class
+    assert saved["data"] == {**saved["data"], "train": 360, "validation": 40, "test": 200, "validation_source": "train"}
+    assert saved["pooling"] == "native" and saved["loading"] == "ordinary"
+    assert saved["lr"]["mode"] == "auto" and saved["lr"]["chosen"] in [row["lr"] for row in saved["lr"]["sweep"]]
+    best = max(row["best_validation_accuracy"] for row in saved["lr"]["sweep"])
+    assert saved["validation"]["after"]["accuracy"] == best == kept["validation"]["accuracy"]
+    assert set(saved["test"]["per_class"]) == {"neg", "pos"}
+    assert sum(map(sum, saved["test"]["confusion_matrix"])) == 200
+    assert saved["calibration"]["temperature"] > 0 and 0 <= saved["calibration"]["ece_after"] <= 1
+    assert saved["after"]["ece"] == saved["calibration"]["ece_after"]
     assert all(isinstance(v, float) and v >= 0 for v in saved["timings_s"].values())
 
 
@@ -127,13 +141,16 @@ def test_three_string_labels_end_to_end(tiny_models, tmp_path):
 
     metrics = train(tmp_path, data, tiny_models["bert"], text_column="review", label_column="sentiment")
     assert metrics["labels"] == ["bad", "good", "meh"]  # sorted string values
-    assert metrics["f1_average"] == "macro"
+    assert metrics["metric_names"]["f1"] == "macro F1"
     model_dir = tmp_path / "out" / "model"
     config = json.loads((model_dir / "config.json").read_text())
     assert config["id2label"] == {"0": "bad", "1": "good", "2": "meh"}
 
     predictions = headtune.predict(test.review.tolist(), model=str(model_dir), device="cpu")
-    assert all(list(p) == ["text", "bad_prob", "good_prob", "meh_prob", "label"] for p in predictions)
+    for p in predictions:  # the label and its probability first, then the others, most probable first
+        assert list(p)[:2] == ["text", "label"] and list(p)[2] == f"{p['label']}_prob"
+        assert sorted(list(p)[2:]) == ["bad_prob", "good_prob", "meh_prob"]
+        assert list(p.values())[2:] == sorted(list(p.values())[2:], reverse=True)
     # the saved model predicts what the head-only evaluation measured: same accuracy, same macro F1
     names = ["bad", "good", "meh"]
     labels = np.array([names.index(s) for s in test.sentiment])
@@ -146,37 +163,41 @@ def test_three_string_labels_end_to_end(tiny_models, tmp_path):
 # --------------------------------------------------------------------------- an architecture without a mapping
 
 @pytest.fixture(scope="module")
-def tiny_electra(tmp_path_factory, tokenizer):
-    folder = tmp_path_factory.mktemp("electra") / "electra"
+def tiny_convbert(tmp_path_factory, tokenizer):
+    """An architecture headtune has no entry for."""
+    folder = tmp_path_factory.mktemp("convbert") / "convbert"
     torch.manual_seed(0)
-    config = ElectraConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    config = ConvBertConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
     AutoModel.from_config(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
 
-def test_unmapped_architecture_falls_back_and_still_yields_a_checkpoint(tiny_electra, sentiment_dir, tmp_path,
-                                                                       caplog):
+def test_unregistered_architecture_falls_back_and_still_yields_a_checkpoint(tiny_convbert, sentiment_dir, tmp_path,
+                                                                          caplog):
     with caplog.at_level(logging.WARNING):
-        metrics = train(tmp_path, sentiment_dir, tiny_electra, train_size=48, test_size=24, epochs=1)
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
-    assert len(warnings) == 1
-    message = warnings[0].getMessage()
-    assert "'electra'" in message and "classifier" in message and "\n" not in message
+        metrics = train(tmp_path, sentiment_dir, tiny_convbert, train_size=48, test_size=24, epochs=1)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
+    assert len(warnings) == 2  # --lr auto falling back to one rate, and the slow path
+    assert "--lr auto" in warnings[0]
+    assert "'convbert'" in warnings[1] and "classifier" in warnings[1] and "\n" not in warnings[1]
 
     params = metrics["parameters"]
     assert params["cached_features"] is False and params["head_modules"] == ["classifier"]
     assert params["feature_point"] == "full-model"
     assert params["trainable"] == (32 * 32 + 32) + (32 * 2 + 2)  # classifier.dense + classifier.out_proj
     assert [h["epoch"] for h in metrics["history"]] == [0, 1]
+    assert metrics["lr"] == {"mode": "fixed", "chosen": 0.03, "sweep": []}
     assert not (tmp_path / "cache").exists()  # nothing cached on this path
 
     saved = load_file(tmp_path / "out" / "model" / "model.safetensors")
-    for key, tensor in load_file(tiny_electra / "model.safetensors").items():
-        assert torch.equal(saved[f"electra.{key}"], tensor), key  # the backbone is untouched
+    for key, tensor in load_file(tiny_convbert / "model.safetensors").items():
+        assert torch.equal(saved[f"convbert.{key}"], tensor), key  # the backbone is untouched
     predictions = headtune.predict(TEXTS, model=str(tmp_path / "out" / "model"), device="cpu")
     assert [list(p) for p in predictions] == [["text", "neg_prob", "pos_prob", "label"]] * len(TEXTS)
+    with pytest.raises(HeadtuneError, match="--pooling native"):
+        train(tmp_path, sentiment_dir, tiny_convbert, pooling="mean", output_dir=str(tmp_path / "mean"))
 
 
 # --------------------------------------------------------------------------- a warm cache: no model load
@@ -189,6 +210,7 @@ def comparable(metrics: dict) -> dict:
     for row in metrics["history"]:
         row.pop("seconds")
     metrics["environment"].pop("model_loaded")
+    metrics.pop("config_file")
     metrics["config"]["output"].pop("output_dir")
     return metrics
 
@@ -206,12 +228,13 @@ def test_warm_run_writes_the_same_checkpoint_without_loading_the_model(tiny_mode
     warm = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "warm"), **settings)
     assert warm["environment"]["model_loaded"] is False
     assert comparable(warm) == comparable(cold)
-    assert {s: p["computed_shards"] for s, p in warm["backbone_pass"].items()} == {"train": 0, "test": 0}
+    assert {s: p["computed_shards"] for s, p in warm["backbone_pass"].items()} == {"train": 0, "validation": 0,
+                                                                                  "test": 0}
 
     saved = {run: load_file(tmp_path / run / "model" / "model.safetensors") for run in ("cold", "warm")}
     assert saved["cold"].keys() == saved["warm"].keys()
     assert all(torch.equal(saved["cold"][k], saved["warm"][k]) for k in saved["cold"])
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "README.md"):
         assert (tmp_path / "warm" / "model" / name).read_bytes() == (tmp_path / "cold" / "model" / name).read_bytes()
 
     # head settings still change the head, from the cache alone (not the seed: it also draws the sample)
@@ -229,7 +252,8 @@ def test_a_lost_model_body_loads_the_model_once_more(tiny_models, sentiment_dir,
     body.unlink()
     again = train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "b"), **settings)
     assert again["environment"]["model_loaded"] is True
-    assert {s: p["computed_shards"] for s, p in again["backbone_pass"].items()} == {"train": 0, "test": 0}
+    assert {s: p["computed_shards"] for s, p in again["backbone_pass"].items()} == {"train": 0, "validation": 0,
+                                                                                   "test": 0}
     assert body.exists()  # stored again
 
 

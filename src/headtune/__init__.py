@@ -19,11 +19,25 @@ def train(**settings) -> dict:
     return run(RunConfig.from_flat(**settings))
 
 
-def predict(texts, model: str = "outputs/imdb_head_only/model", **settings) -> list[dict]:
-    """`[{"text": ..., "<label>_prob": ..., "label": ...}, ...]` for each text, from a saved model folder."""
+def predict(texts, model="outputs/imdb_head_only/model", **settings) -> list[dict]:
+    """One dict per text from a saved model folder (str or os.PathLike), as `headtune predict` prints them:
+    `{"text", "neg_prob", "pos_prob", "label"}` for two labels; `{"text", "label", "<label>_prob", ...}`, most
+    probable first, for more labels or with `top_k=N`; `{"text", "labels", "<label>_prob", ...}` for
+    multi-label models. A text cut to the max length gets `"truncated": True`."""
     from .inference import predict as _predict
 
     return _predict(texts, model=model, **settings)
 
 
-__all__ = ["__version__", "train", "predict"]
+def evaluate(**settings) -> dict:
+    """Run `headtune evaluate` with settings named as its flags (`model=`, `dataset=`, `split=`, ...).
+
+    Returns the metrics that are also written to `<output_dir>/metrics.json`.
+    """
+    from .config import EvaluateRun
+    from .evaluation import evaluate as _evaluate
+
+    return _evaluate(EvaluateRun.from_flat(**settings), frozenset(settings))
+
+
+__all__ = ["__version__", "train", "predict", "evaluate"]

@@ -332,6 +332,10 @@ class EvaluateConfig:
     model: str = field(default="outputs/imdb_head_only/model", metadata=_help(
         "Folder of a trained sequence-classification model (headtune's model/ or any other)."))
     split: str = field(default="test", metadata=_help("Which split of --dataset to evaluate on."))
+    size: int | None = field(default=None, metadata=_help(
+        "Evaluate on a seeded sample of this many texts (stratified; drawn as train's --test-size draws, so "
+        "--size 2000 scores the texts of a --small-run's test split). Default: the whole split."))
+    sample_seed: int = field(default=42, metadata=_help("Seed of the --size sample (train's --sample-seed)."))
     max_length: int | None = field(default=None, metadata=_help(
         "Truncate texts to this many tokens. Default: the length the model was trained with, else its limit."))
     output_dir: str | None = field(default=None, metadata=_help(
@@ -345,8 +349,10 @@ class EvaluateConfig:
         self.model = _path("model", self.model)
         if not isinstance(self.split, str) or not self.split.strip():
             raise HeadtuneError(f"--split must be a split name such as test (got {self.split!r})")
-        if self.max_length is not None:
-            _positive("max_length", self.max_length)
+        for name in ("max_length", "size"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        _check_seed("sample_seed", self.sample_seed)
         if self.output_dir is not None:
             self.output_dir = _path("output_dir", self.output_dir)
         _positive("batch_size", self.batch_size)

@@ -127,8 +127,10 @@ def load_splits(cfg: DataConfig) -> Splits:
                   multi, positive)
 
 
-def load_split(source: DataSource, split: str, label2id: dict[str, int], multi_label: bool) -> Split:
-    """One named split of `source`, validated, its labels as the ids of a trained model's `label2id`.
+def load_split(source: DataSource, split: str, label2id: dict[str, int], multi_label: bool,
+               size: int | None = None, seed: int = 42) -> Split:
+    """One named split of `source`, validated, its labels as the ids of a trained model's `label2id`;
+    with `size`, the seeded sample a run's --test-size (and --sample-seed `seed`) draws from it.
 
     Labels are named by the training rules (ClassLabel names, --label-names, neg/pos for 0/1, the
     values) and must be labels the model knows; multi-label rows become (n, K) in the model's order.
@@ -137,7 +139,8 @@ def load_split(source: DataSource, split: str, label2id: dict[str, int], multi_l
     raw = data.read(resolve_split(data, split))
     rows, dropped = clean_split(raw, split, source)
     labels = encode_for_model(raw.labels[rows], data.label_names, source.label_names, label2id, multi_label, split)
-    return Split(_pick(raw.texts, rows), labels, dropped)
+    keep = np.arange(len(labels)) if size is None else draw(labels, size, seed, split, multi_label, flag("size"))
+    return Split(_pick(raw.texts, rows[keep]), labels[keep], dropped)
 
 
 def validation_name(data: Dataset) -> str | None:
@@ -447,16 +450,17 @@ def allocate(counts: np.ndarray, n) -> np.ndarray:
     return take if np.ndim(n) else take[0]
 
 
-def _check_size(n: int, total: int, split: str) -> None:
+def _check_size(n: int, total: int, split: str, option: str | None = None) -> None:
+    option = option or flag(split + "_size")
     if n > total:
-        raise HeadtuneError(f"{flag(split + '_size')} {n:,} is larger than the {split} split, which has "
-                            f"{total:,} rows; pass {flag(split + '_size')} {total} or less")
+        raise HeadtuneError(f"{option} {n:,} is larger than the {split} split, which has "
+                            f"{total:,} rows; pass {option} {total} or less")
 
 
-def sample_stratified(labels: np.ndarray, n: int, seed: int, split: str) -> np.ndarray:
+def sample_stratified(labels: np.ndarray, n: int, seed: int, split: str, option: str | None = None) -> np.ndarray:
     """Indices (sorted) of a seeded sample of `n` rows whose label shares match the split's."""
     total = len(labels)
-    _check_size(n, total, split)
+    _check_size(n, total, split, option)
     if n == total:
         return np.arange(total)
     rng = np.random.default_rng(seed)
@@ -490,13 +494,21 @@ def sample_rows(labels: np.ndarray, size: int | None, cfg: DataConfig, split: st
         return np.arange(total)
     if getattr(cfg, f"{split}_size") is None:  # --small-run: at most the whole split
         size = min(size, total)
-    if multi_label:  # no stratification over label sets: a seeded random sample
-        _check_size(size, total, split)
-        return np.arange(total) if size == total else np.sort(
-            np.random.default_rng(cfg.sample_seed).choice(total, size=size, replace=False))
-    if split == "train" and size < total:
+    if split == "train" and size < total and not multi_label:
         _check_keeps_classes(labels, size, cfg)
-    return sample_stratified(labels, size, cfg.sample_seed, split)
+    return draw(labels, size, cfg.sample_seed, split, multi_label)
+
+
+def draw(labels: np.ndarray, size: int, seed: int, split: str, multi_label: bool, option: str | None = None
+         ) -> np.ndarray:
+    """Sorted rows of a seeded sample: stratified by label, or at random for multi-label rows (no
+    stratification over label sets). `headtune evaluate --size` draws the same rows as a run's --test-size."""
+    if not multi_label:
+        return sample_stratified(labels, size, seed, split, option)
+    total = len(labels)
+    _check_size(size, total, split, option)
+    return np.arange(total) if size == total else np.sort(
+        np.random.default_rng(seed).choice(total, size=size, replace=False))
 
 
 def _check_keeps_classes(labels: np.ndarray, size: int, cfg: DataConfig) -> None:

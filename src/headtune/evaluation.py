@@ -24,7 +24,8 @@ from .data import load_split
 from .features import cached_features, extract_features, resolve_device
 from .inference import is_multi_label, label_names, score_texts
 from .modeling import check_max_length, file_sha256, max_positions
-from .report import evaluation_charts, write_evaluation
+from . import atomic
+from .report import draw_charts, evaluation_charts
 from .saved import encoder_config, load_classifier, read_settings
 from .scoring import metric_names, probabilities, score
 from .training import Task
@@ -43,7 +44,8 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     source = _source(run, settings, given)
     names = label_names(model.config)
     multi_label = is_multi_label(model.config, settings)
-    split = load_split(source, cfg.split, {name: i for i, name in enumerate(names)}, multi_label)
+    split = load_split(source, cfg.split, {name: i for i, name in enumerate(names)}, multi_label, cfg.size,
+                       cfg.sample_seed)
     limit = max_positions(encoder_config(model.config), tokenizer)
     max_length = cfg.max_length or min(settings.get("max_length") or limit, limit)
     check_max_length(max_length, limit)
@@ -62,7 +64,7 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
                **score(probs, split.labels, task, names),
                "seconds": round(time.perf_counter() - start, 3)}
     out = Path(cfg.output_dir) if cfg.output_dir else folder.parent / f"evaluate-{cfg.split}"
-    write_evaluation(out, metrics, evaluation_charts(metrics))
+    _write(out, metrics, f"{folder.parent.name or folder.name} on {Path(source.dataset).name} ({cfg.split})")
     log.info("%s on %s (%s, %d texts): %s %.4f, %s %.4f; features: %s; wrote %s", folder, source.dataset, cfg.split,
              len(split.texts), metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"],
              metrics["f1"], how, out)
@@ -117,5 +119,12 @@ def _saved_head(folder: Path, plan: HeadPlan, config, num_labels: int):
     return head.eval()
 
 
-def to_json(metrics: dict) -> str:
-    return json.dumps(metrics, indent=2)
+def _write(out: Path, metrics: dict, title: str) -> None:
+    """metrics.json and the charts (the charts read the split's report where a run's metrics keep it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())
+    view = {**metrics, "test": metrics}
+    if "reliability" in metrics:
+        view["calibration"] = {"temperature": None, "ece_before": metrics["ece"],
+                               "reliability_before": metrics["reliability"]}
+    draw_charts(out, view, evaluation_charts(view), title)

@@ -245,7 +245,7 @@ def _summary(metrics: dict, out, max_length: int) -> None:
     cut = metrics["data"]["truncated"]
     if any(cut.values()):
         log.info("truncated to --max-length %d: %s", max_length,
-                 ", ".join(f"{n} of {metrics['data'][name]} {name}" for name, n in cut.items() if name in metrics["data"]))
+                 ", ".join(f"{n} of {metrics['data'][name]:,} {name} texts" for name, n in cut.items()))
     how = ("an ordinary transformers checkpoint: pipeline('text-classification', model=...) loads it"
            if metrics["loading"] == "ordinary" else
            f"{metrics['pooling']} pooling needs headtune's modeling file: transformers loads it with "
