@@ -277,3 +277,166 @@ def test_backbone_weights_missing_from_the_checkpoint_are_never_cached(tokenizer
     # the saved model holds the random pooler its features came from: it predicts what was evaluated
     saved = load_file(tmp_path / "b" / "model" / "model.safetensors")
     assert "bert.pooler.dense.weight" in saved
+
+
+# --------------------------------------------------------------------------- poolings, choices, calibration
+
+@pytest.fixture(scope="module")
+def sentence_model(tmp_path_factory, tokenizer):
+    """A tiny BERT with a sentence-transformers mean-pooling config, as all-MiniLM ships."""
+    from conftest import save_pretrained_like
+    from test_pooling import st_folder
+
+    folder = save_pretrained_like("bert", tmp_path_factory.mktemp("st") / "bert", tokenizer)
+    return st_folder(folder, {"pooling_mode_mean_tokens": True})
+
+
+def test_auto_mean_pooling_saves_a_pooled_model_that_loads_everywhere_alike(sentence_model, sentiment_dir, tmp_path):
+    """headtune predict (no code from the folder), pipeline and AutoModel with trust_remote_code: same probabilities."""
+    metrics = train(tmp_path, sentiment_dir, sentence_model, train_size=120, test_size=40)
+    assert metrics["pooling"] == "mean" and metrics["loading"] == "trust_remote_code"
+    assert metrics["parameters"]["feature_point"] == "mean"
+    model_dir = tmp_path / "out" / "model"
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["model_type"] == "headtune_pooled" and config["pooling"] == "mean"
+    assert (model_dir / "modeling_headtune.py").is_file()
+    assert json.loads((model_dir / "headtune.json").read_text())["loading"] == "trust_remote_code"
+
+    ours = headtune.predict(TEXTS, model=str(model_dir), device="cpu")
+    rows = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu",
+                    trust_remote_code=True)(TEXTS)
+    auto = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=True).eval()
+    enc = auto_tokenizer(model_dir)(TEXTS, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
+    with torch.no_grad():
+        auto_probs = torch.softmax(auto(**enc).logits, -1)
+    for pred, scores, probs in zip(ours, rows, auto_probs):
+        by_label = {s["label"]: s["score"] for s in scores}
+        for i, name in enumerate(("neg", "pos")):
+            assert by_label[name] == pytest.approx(pred[f"{name}_prob"], abs=1e-5)
+            assert float(probs[i]) == pytest.approx(pred[f"{name}_prob"], abs=1e-5)
+    with pytest.raises(ValueError, match="trust_remote_code"):  # never silently loaded as a plain BERT
+        AutoModelForSequenceClassification.from_pretrained(model_dir)
+
+
+def auto_tokenizer(folder):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+
+
+def test_changing_every_test_label_changes_no_choice_and_no_saved_weight(tiny_models, sentiment_dir, tmp_path):
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    pd.read_parquet(sentiment_dir / "train.parquet").to_parquet(flipped / "train.parquet")
+    test = pd.read_parquet(sentiment_dir / "test.parquet")
+    test["label"] = 1 - test["label"]
+    test.to_parquet(flipped / "test.parquet")
+    settings = dict(train_size=200, epochs=3, patience=2)
+    a = train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "a"), **settings)
+    b = train(tmp_path, flipped, tiny_models["distilbert"], output_dir=str(tmp_path / "b"), **settings)
+    assert (a["lr"], a["kept_epoch"], a["calibration"]["temperature"], a["validation"]) == \
+           (b["lr"], b["kept_epoch"], b["calibration"]["temperature"], b["validation"])
+    assert (tmp_path / "a" / "model" / "model.safetensors").read_bytes() == \
+           (tmp_path / "b" / "model" / "model.safetensors").read_bytes()
+    assert a["after"]["accuracy"] == pytest.approx(1 - b["after"]["accuracy"])  # the test split did differ
+
+
+def test_the_folded_temperature_keeps_the_argmax_and_gives_the_fitted_probabilities(tiny_models, sentiment_dir,
+                                                                                     tmp_path):
+    settings = dict(train_size=200, test_size=100, epochs=2)
+    plain = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "plain"), calibrate=False,
+                  **settings)
+    calibrated = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "cal"), **settings)
+    temperature = calibrated["calibration"]["temperature"]
+    assert temperature > 0 and temperature != pytest.approx(1.0, abs=1e-3)
+    assert plain["calibration"]["temperature"] is None
+    a = load_file(tmp_path / "plain" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "cal" / "model" / "model.safetensors")
+    assert torch.allclose(b["classifier.weight"], a["classifier.weight"] / temperature, atol=1e-7)
+    assert torch.allclose(b["classifier.bias"], a["classifier.bias"] / temperature, atol=1e-7)
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("classifier"))
+
+    texts = pd.read_parquet(sentiment_dir / "test.parquet").text.tolist()[:50]
+    before = headtune.predict(texts, model=str(tmp_path / "plain" / "model"), device="cpu")
+    after = headtune.predict(texts, model=str(tmp_path / "cal" / "model"), device="cpu")
+    for x, y in zip(before, after):
+        assert x["label"] == y["label"]  # same argmax
+        logit = np.log(x["pos_prob"] / x["neg_prob"])  # softmax(z / T) of two labels: sigmoid((z1 - z0) / T)
+        assert y["pos_prob"] == pytest.approx(1 / (1 + np.exp(-logit / temperature)), abs=1e-5)
+    assert {k: plain["after"][k] for k in ("accuracy", "f1")} == {k: calibrated["after"][k] for k in ("accuracy", "f1")}
+    assert calibrated["calibration"]["ece_after"] != calibrated["calibration"]["ece_before"]
+
+
+def test_paths_work_everywhere_in_the_api(tiny_models, sentiment_dir, tmp_path):
+    from pathlib import Path
+
+    metrics = headtune.train(model=Path(tiny_models["distilbert"]), dataset=Path(sentiment_dir),
+                             output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", max_length=MAX_LENGTH,
+                             device="cpu", epochs=1, train_size=60, test_size=20)
+    assert metrics["config"]["model"]["model"] == str(tiny_models["distilbert"])
+    assert headtune.predict(["great"], model=tmp_path / "out" / "model", device="cpu")[0]["label"] in ("neg", "pos")
+    assert headtune.evaluate(model=tmp_path / "out" / "model", dataset=Path(sentiment_dir), device="cpu",
+                             cache_dir=tmp_path / "cache", output_dir=tmp_path / "eval")["texts"] == 200
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(epochs="3"), "--epochs must be an integer above 0"),
+    (dict(model=42), "--model must be a path or name"),
+    (dict(lr="fast"), "--lr must be auto or a number"),
+    (dict(pooling="max"), "--pooling must be one of auto, native, cls, mean"),
+    (dict(val_fraction=0.9), "--val-fraction must be a number from 0 to below 0.5"),
+    (dict(no_such_setting=1), "unknown setting --no-such-setting"),
+    (dict(val_fraction=0.0), "--lr auto chooses the learning rate on a validation split"),
+])
+def test_bad_api_input_is_one_headtune_error(settings, message, tiny_models, sentiment_dir, tmp_path):
+    settings = {"model": str(tiny_models["distilbert"]), "dataset": str(sentiment_dir), "device": "cpu", "max_length": 32,
+                "output_dir": str(tmp_path / "out"), **settings}
+    with pytest.raises(HeadtuneError, match=message) as err:
+        headtune.train(**settings)
+    assert "\n" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- multi-label
+
+def multi_label_frame(n: int, seed: int) -> pd.DataFrame:
+    """Sentiment and length: every text has its sentiment label, and `long` when it has over 10 words."""
+    frame = sentiment_frame_words(n, seed)
+    frame["tags"] = [[("pos" if label else "neg")] + (["long"] if len(text.split()) > 10 else [])
+                     for text, label in zip(frame.text, frame.label)]
+    return frame[["text", "tags"]]
+
+
+def sentiment_frame_words(n, seed):
+    from conftest import sentiment_frame
+
+    return sentiment_frame(n, seed)
+
+
+def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    multi_label_frame(300, 1).to_parquet(data / "train.parquet")
+    multi_label_frame(100, 2).to_parquet(data / "test.parquet")
+    metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=2)
+    assert metrics["task"] == "multi_label_classification" and metrics["labels"] == ["long", "neg", "pos"]
+    assert metrics["metric_names"] == {"accuracy": "subset accuracy", "f1": "micro F1"}
+    assert set(metrics["test"]["per_label"]) == {"long", "neg", "pos"}
+    assert 0 < metrics["threshold"] < 1 and metrics["calibration"] is None
+    model_dir = tmp_path / "out" / "model"
+    assert json.loads((model_dir / "config.json").read_text())["problem_type"] == "multi_label_classification"
+    assert (tmp_path / "out" / "images" / "CONFUSION_MATRIX.png").is_file()
+
+    rows = headtune.predict(TEXTS, model=str(model_dir), device="cpu")
+    for row in rows:
+        assert list(row)[:2] == ["text", "labels"] and sorted(list(row)[2:]) == ["long_prob", "neg_prob", "pos_prob"]
+        assert row["labels"] == [n for n in sorted(("long", "neg", "pos"), key=lambda n: -row[f"{n}_prob"])
+                                 if row[f"{n}_prob"] >= metrics["threshold"]]
+    scores = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu")(TEXTS)
+    for row, by in zip(rows, scores):  # the pipeline applies a sigmoid per label: the same probabilities
+        assert {s["label"]: pytest.approx(row[f"{s['label']}_prob"], abs=1e-5) for s in by} == \
+               {s["label"]: s["score"] for s in by}
+
+    result = headtune.evaluate(model=str(model_dir), dataset=str(data), label_column="tags", device="cpu",
+                               cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "eval"))
+    assert result["features"] == "cache"
+    assert (result["accuracy"], result["f1"]) == (metrics["after"]["accuracy"], metrics["after"]["f1"])

@@ -6,7 +6,8 @@ Linear layers hold every copy's weights (`stack`), trained together, each copy a
 (optim.AdamW takes a rate per copy). Every copy sees the same batches in the same order, so copy k is
 the head a run with rate k alone would train (up to its dropout masks). After each epoch every copy
 is scored on the validation split; each keeps its best epoch's weights, and the copy with the best
-validation accuracy is the one returned. The test split is scored for the report only: it chooses
+validation accuracy (micro F1 for multi-label data, where subset accuracy moves in coarse steps) is the
+one returned. The test split is scored for the report only: it chooses
 nothing (tests/test_training.py changes every test label and gets the same head).
 
 Inputs are cached backbone features (`CachedInputs`), or, for an architecture headtune has no entry
@@ -238,8 +239,14 @@ def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float
     return accuracy > best_accuracy or (accuracy == best_accuracy and loss < best_loss)
 
 
+def selection_metric(task: Task) -> str:
+    """What chooses the rate and the epoch: accuracy, or micro F1 for multi-label data."""
+    return "f1" if task.multi_label else "accuracy"
+
+
 def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device) -> TrainResult:
     k = len(lrs)
+    chosen_by = selection_metric(task)
     model = stack(head, k) if stackable else head
     rates = torch.tensor(lrs, dtype=torch.float32, device=device)
     keep_best = cfg.keep == "best" and validation is not None
@@ -261,7 +268,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
         records.append({"epoch": epoch, "train_loss": losses, "validation": val, "test": tst,
                         "seconds": time.perf_counter() - started})
         on_epoch({"epoch": epoch, "train_loss": None if losses is None else min(losses),
-                  "validation": None if val is None else max(val, key=lambda m: m["accuracy"]),
+                  "validation": None if val is None else max(val, key=lambda m: m[chosen_by]),
                   "test": tst[0] if k == 1 else None})
 
     record(0, None, time.perf_counter())
@@ -300,8 +307,8 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
         scores = records[-1]["validation"]
         state = model.state_dict()
         for i, m in enumerate(scores):
-            if _better(m["accuracy"], m["loss"], *best[i][:2]):
-                best[i] = (m["accuracy"], m["loss"], epoch)
+            if _better(m[chosen_by], m["loss"], *best[i][:2]):
+                best[i] = (m[chosen_by], m["loss"], epoch)
                 for name, tensor in state.items():
                     if stackable:
                         best_state[name][i] = tensor[i]
@@ -316,7 +323,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
             log.info("early stopping after epoch %d: no better validation accuracy for %d epochs", epoch, since)
             break
     bar.close()
-    return _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation)
+    return _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation, chosen_by)
 
 
 def _weighted_mean(losses: torch.Tensor, batch: torch.Tensor, task: Task) -> torch.Tensor:
@@ -326,7 +333,8 @@ def _weighted_mean(losses: torch.Tensor, batch: torch.Tensor, task: Task) -> tor
     return losses.sum(dim=1) / task.class_weights.to(batch.device)[batch].sum()
 
 
-def _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation) -> TrainResult:
+def _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation,
+            chosen_by) -> TrainResult:
     last = records[-1]
     if validation is None:
         chosen, kept = 0, last["epoch"]
@@ -334,7 +342,7 @@ def _result(head, model, records, best, best_state, lrs, keep_best, stackable, s
         chosen = max(range(len(lrs)), key=lambda i: (best[i][0], -best[i][1]))
         kept = best[chosen][2]
     else:
-        chosen = max(range(len(lrs)), key=lambda i: (last["validation"][i]["accuracy"], -last["validation"][i]["loss"]))
+        chosen = max(range(len(lrs)), key=lambda i: (last["validation"][i][chosen_by], -last["validation"][i]["loss"]))
         kept = last["epoch"]
     state = best_state if keep_best else model.state_dict()
     kept_head = copy.deepcopy(head)
@@ -344,6 +352,6 @@ def _result(head, model, records, best, best_state, lrs, keep_best, stackable, s
                 "validation": None if r["validation"] is None else r["validation"][chosen],
                 "test": r["test"][chosen], "seconds": round(r["seconds"], 4)} for r in records]
     sweep = [] if validation is None else [
-        {"lr": lr, "validation_accuracy": [r["validation"][i]["accuracy"] for r in records[1:]],
+        {"lr": lr, "validation_accuracy": [r["validation"][i][chosen_by] for r in records[1:]],
          "best_epoch": best[i][2], "best_validation_accuracy": best[i][0]} for i, lr in enumerate(lrs)]
     return TrainResult(kept_head, list(lrs), chosen, kept, stopped, history, sweep)
