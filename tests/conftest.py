@@ -139,7 +139,7 @@ class Backbone:
 
         from headtune.architectures import HeadPlan, family_of
         from headtune.config import ModelConfig
-        from headtune.modeling import identity, load_for_training
+        from headtune.modeling import identity, load_for_training, max_positions
 
         config = AutoConfig.from_pretrained(path)
         self.family = family_of(config.model_type)
@@ -148,8 +148,14 @@ class Backbone:
         self.cfg = ModelConfig(model=str(path), max_length=max_length, device="cpu", pooling=pooling)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = load_for_training(self.cfg, list(labels), 0, self.tokenizer, self.reading.class_config).model
-        self.identity = identity(self.cfg, self.model, self.tokenizer)
+        self.identity = identity(self.cfg, Path(path), config.model_type)
         self.max_length = max_length
+        self.max_positions = max_positions(self.model, self.tokenizer)
+
+    def body(self):
+        from headtune.checkpoint import body_of
+
+        return body_of(self.model, self.family, self.tokenizer, self.max_positions)
 
     def reader(self, ids, mask):
         from headtune.architectures import backbone_features

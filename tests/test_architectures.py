@@ -4,6 +4,7 @@ the head trains, and the saved folder loads in transformers' pipeline."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def _features(model, plan, tokenizer, cfg):
     reader = lambda ids, mask: backbone_features(model, plan, plan.frozen(model.config, model.state_dict()), ids, mask)
     features, _ = extract_features(reader, torch.device("cpu"), plan.point, tokenizer, TEXTS, max_length=MAX_LENGTH,
                                    cfg=FeatureConfig(no_cache=True, max_tokens_per_batch=60, shard_size=3),
-                                   identity=identity(cfg, model, tokenizer), dtype=None)
+                                   identity=identity(cfg, Path(cfg.model), model.config.model_type), dtype=None)
     return features
 
 
@@ -80,15 +81,14 @@ def test_cached_features_give_the_saved_checkpoints_logits(model_type, pooling, 
     assert not any(p.requires_grad for p in model.parameters())
 
     features = _features(model, plan, tokenizer, cfg)
-    body = body_of(model, family)
+    body = body_of(model, family, tokenizer, 128)
     head = plan.new_head(model.config, len(LABELS), seed=0, pretrained_state=body.tensors)
     with torch.no_grad():  # a random head of realistic scale, so logits differ clearly between texts
         for p in head.parameters():
             p.normal_(0, 0.5)
     head.eval()
     assert set(head.state_dict()) == plan.head_keys(model.config, len(LABELS))
-    save_checkpoint(tmp_path / "model", model.config, body, head, plan, LABELS, "single_label_classification",
-                    tokenizer)
+    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification")
 
     saved = _saved_model(tmp_path / "model", reading.own_head)
     enc = tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
@@ -131,13 +131,13 @@ def test_saved_folder_loads_in_pipeline_with_the_heads_probabilities(model_type,
         reading = family.reading(AutoConfig.from_pretrained(folder), pooling)
         cfg, tokenizer, loaded = _load(folder, reading)
         plan = HeadPlan(family, reading, False)
-        body = body_of(loaded.model, family)
+        body = body_of(loaded.model, family, tokenizer, 128)
         head = plan.new_head(loaded.model.config, len(LABELS), seed=1, pretrained_state=body.tensors)
         with torch.no_grad():
             final_linear(head).weight.normal_(0, 2.0)
         head.eval()
         out = tmp_path / pooling
-        save_checkpoint(out, loaded.model.config, body, head, plan, LABELS, "single_label_classification", tokenizer)
+        save_checkpoint(out, body, head, plan, LABELS, "single_label_classification")
         expected = torch.softmax(head(_features(loaded.model, plan, tokenizer, cfg)), -1)
         classify = pipeline("text-classification", model=str(out), top_k=None, device="cpu",
                             trust_remote_code=not reading.own_head)
@@ -159,7 +159,7 @@ def test_train_pretrained_head_starts_from_the_pretrained_weights(family, pretra
     cfg, tokenizer, loaded = _load(folder, reading, train_pretrained=True)
     frozen_plan, plan = HeadPlan(family, reading, False), HeadPlan(family, reading, True)
     assert plan.point != frozen_plan.point  # other features: another cache entry
-    body = body_of(loaded.model, family)
+    body = body_of(loaded.model, family, tokenizer, 128)
     head = plan.new_head(loaded.model.config, len(LABELS), seed=0, pretrained_state=body.tensors)
     pretrained_keys = set(head.state_dict()) - set(frozen_plan.new_head(loaded.model.config, 3, 0).state_dict())
     assert pretrained_keys and all(torch.equal(head.state_dict()[k], body.tensors[k]) for k in pretrained_keys)
@@ -168,8 +168,7 @@ def test_train_pretrained_head_starts_from_the_pretrained_weights(family, pretra
         head.get_submodule(plan.parts(loaded.model.config, 3)[0][0][0]).apply(
             lambda m: m.weight.add_(0.1) if isinstance(m, nn.Linear) else None)  # training moved it
     head.eval()
-    save_checkpoint(tmp_path / "model", loaded.model.config, body, head, plan, LABELS, "single_label_classification",
-                    tokenizer)
+    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification")
     saved = _saved_model(tmp_path / "model", True)
     enc = tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
     with torch.no_grad():

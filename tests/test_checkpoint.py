@@ -34,8 +34,8 @@ def test_ordinary_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, t
     head = random_head(loaded)
     ours = tmp_path / "ours"
     config = AutoConfig.from_pretrained(tiny_models[arch])  # the backbone's config, as a run reads it
-    body = body_of(loaded.model, loaded.family)
-    save_checkpoint(ours, config, body, head, loaded.plan, LABELS, "single_label_classification", loaded.tokenizer)
+    body = loaded.body()
+    save_checkpoint(ours, body, head, loaded.plan, LABELS, "single_label_classification")
 
     reference = tmp_path / "reference"  # the model with the trained head copied in, saved by transformers
     loaded.model.load_state_dict(head.state_dict(), strict=False)
@@ -60,9 +60,8 @@ def test_pooled_checkpoint_loads_with_no_missing_or_unexpected_weights(tiny_mode
 
     loaded = load(tiny_models["bert"], pooling="mean")
     assert not loaded.reading.own_head
-    body = body_of(loaded.model, loaded.family)
-    save_checkpoint(tmp_path / "m", loaded.model.config, body, random_head(loaded), loaded.plan, LABELS,
-                    "single_label_classification", loaded.tokenizer)
+    body = loaded.body()
+    save_checkpoint(tmp_path / "m", body, random_head(loaded), loaded.plan, LABELS, "single_label_classification")
     model, info = HeadtunePooledForSequenceClassification.from_pretrained(tmp_path / "m", output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     written = load_file(tmp_path / "m" / "model.safetensors")
@@ -72,7 +71,7 @@ def test_pooled_checkpoint_loads_with_no_missing_or_unexpected_weights(tiny_mode
 
 def test_body_counts_frozen_parameters_and_leaves_out_the_head(tiny_models):
     loaded = load(tiny_models["distilbert"])
-    body = body_of(loaded.model, loaded.family)
+    body = loaded.body()
     head = random_head(loaded)
     assert body.architecture == "DistilBertForSequenceClassification"
     assert body.parameters == sum(p.numel() for p in loaded.model.parameters()) - sum(p.numel() for p in head.parameters())
@@ -86,7 +85,7 @@ def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, m
     cfg = FeatureConfig(cache_dir=str(tmp_path))
     cache = body_cache(cfg, loaded.identity)
     assert load_body(cache) is None  # nothing stored yet
-    body = body_of(loaded.model, loaded.family)
+    body = loaded.body()
     save_body(cache, body)
     again = load_body(body_cache(cfg, loaded.identity))
     assert (again.architecture, again.parameters) == (body.architecture, body.parameters)
@@ -108,7 +107,7 @@ def test_body_cache_round_trip_and_damaged_body(tiny_models, tmp_path, caplog, m
 
 def test_body_tensors_live_on_the_host_and_share_cpu_memory(tiny_models):
     loaded = load(tiny_models["distilbert"])
-    body = body_of(loaded.model, loaded.family)
+    body = loaded.body()
     assert all(t.device.type == "cpu" for t in body.tensors.values())
     weight = loaded.model.distilbert.embeddings.word_embeddings.weight
     # on CPU no copy is made: the body is a view of the loaded weights

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from headtune.config import ModelConfig
 from headtune.errors import HeadtuneError
 from headtune.architectures import HeadPlan, family_of
 from headtune.checkpoint import body_of
-from headtune.modeling import check_model, identity, load_for_training, max_positions
+from headtune.modeling import ModelSource, check_model, identity, load_for_training, max_positions
 
 LABELS = ["neg", "pos"]
 
@@ -20,7 +21,7 @@ LABELS = ["neg", "pos"]
 class Loaded:
     def __init__(self, model, tokenizer, cfg):
         self.model, self.tokenizer, self.cfg = model, tokenizer, cfg
-        self.identity = identity(cfg, model, tokenizer)
+        self.identity = identity(cfg, Path(cfg.model), model.config.model_type)
         self.max_positions = max_positions(model, tokenizer)
 
 
@@ -58,7 +59,7 @@ def test_bert_head_is_the_classifier_and_the_pretrained_pooler_stays_in_the_body
     hidden = AutoConfig.from_pretrained(tiny_models["bert"]).hidden_size
     head = head_parameters(tiny_models["bert"])
     assert set(head) == {"classifier.weight", "classifier.bias"} and sum(head.values()) == hidden * 2 + 2
-    body = body_of(loaded.model, family_of("bert"))
+    body = body_of(loaded.model, family_of("bert"), loaded.tokenizer, loaded.max_positions)
     saved = load_file(tiny_models["bert"] / "model.safetensors")
     key = next(k for k in saved if k.endswith("pooler.dense.weight"))
     assert torch.equal(body.tensors["bert.pooler.dense.weight"], saved[key])  # pretrained, not a fresh init
@@ -111,12 +112,13 @@ def test_folder_without_weights_or_missing_is_refused(tiny_models, tmp_path):
         load(tmp_path / "nowhere")
 
 
-def test_identity_hashes_weights_by_content_not_by_path(tiny_models, tmp_path):
+def test_identity_hashes_weights_and_tokenizer_files_by_content_not_by_path(tiny_models, tmp_path):
     loaded = load(tiny_models["distilbert"])
     copy = tmp_path / "copy"
     shutil.copytree(tiny_models["distilbert"], copy)
     cfg_copy = ModelConfig(model=str(copy), max_length=64, device="cpu")
-    assert identity(cfg_copy, loaded.model, loaded.tokenizer) == loaded.identity
+    assert identity(cfg_copy, copy, "distilbert") == loaded.identity
+    assert set(loaded.identity["tokenizer"]) >= {"tokenizer.json", "tokenizer_config.json"}
 
     tensors = load_file(copy / "model.safetensors")
     name = next(iter(sorted(tensors)))
@@ -125,16 +127,30 @@ def test_identity_hashes_weights_by_content_not_by_path(tiny_models, tmp_path):
     from safetensors.torch import save_file
 
     save_file(tensors, copy / "model.safetensors", metadata={"format": "pt"})
-    changed = identity(cfg_copy, loaded.model, loaded.tokenizer)
+    changed = identity(cfg_copy, copy, "distilbert")
     assert changed["weights"] != loaded.identity["weights"]
     assert {k: v for k, v in changed.items() if k != "weights"} == \
            {k: v for k, v in loaded.identity.items() if k != "weights"}
 
+    tokenizer = type(loaded.tokenizer).from_pretrained(copy)  # a real change of the tokenizer changes it
+    tokenizer.add_tokens(["zzzyqx"])
+    tokenizer.save_pretrained(copy)
+    assert identity(cfg_copy, copy, "distilbert")["tokenizer"] != loaded.identity["tokenizer"]
 
-def test_identity_does_not_depend_on_the_last_tokenizer_call(tiny_models):
-    loaded = load(tiny_models["distilbert"])
-    cfg = ModelConfig(model=str(tiny_models["distilbert"]))
-    loaded.tokenizer(["a text to cut short"] * 2, truncation=True, max_length=3, padding=True)
-    assert identity(cfg, loaded.model, loaded.tokenizer) == loaded.identity
-    loaded.tokenizer.add_tokens(["zzzyqx"])  # a real change of the tokenizer does change it
-    assert identity(cfg, loaded.model, loaded.tokenizer)["tokenizer"] != loaded.identity["tokenizer"]
+
+def test_hub_models_are_identified_by_repository_and_commit(tmp_path):
+    snapshot = tmp_path / "models--org--name" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    ident = identity(ModelConfig(model="org/name", revision="v1"), snapshot, "bert")
+    assert ident == {"model_type": "bert", "weights": {"repo": "org/name", "revision": "v1", "commit": "a" * 40}}
+
+
+def test_model_source_checks_a_folder_without_loading_anything(tiny_models, tmp_path, monkeypatch):
+    import sys
+
+    source = ModelSource(ModelConfig(model=str(tiny_models["bert"])))
+    assert source.model_type == "bert" and source.folder == tiny_models["bert"]
+    assert source.identity() == identity(ModelConfig(model=str(tiny_models["bert"])), tiny_models["bert"], "bert")
+    assert source._checked is None  # nothing loaded yet
+    with pytest.raises(HeadtuneError, match="no config.json"):
+        ModelSource(ModelConfig(model=str(tmp_path)))

@@ -440,3 +440,24 @@ def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models
                                cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "eval"))
     assert result["features"] == "cache"
     assert (result["accuracy"], result["f1"]) == (metrics["after"]["accuracy"], metrics["after"]["f1"])
+
+
+def test_a_warm_run_imports_neither_transformers_nor_scikit_learn(sentence_model, sentiment_dir, tmp_path):
+    """Features and body cached: the run needs no model, no tokenizer, no transformers (~3 s of import)."""
+    import subprocess
+    import sys
+
+    settings = dict(model=str(sentence_model), dataset=str(sentiment_dir), max_length=MAX_LENGTH, device="cpu",
+                    epochs=1, train_size=60, test_size=20, cache_dir=str(tmp_path / "cache"))
+    headtune.train(output_dir=str(tmp_path / "cold"), **settings)
+    code = ("import json, sys, headtune; settings = json.loads(sys.argv[1]); "
+            "m = headtune.train(output_dir=sys.argv[2], **settings); "
+            "print(json.dumps([m['environment']['model_loaded'], "
+            "[name for name in ('transformers', 'sklearn', 'datasets', 'headtune.pooled_model') if name in sys.modules]]))")
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(settings), str(tmp_path / "warm")],
+                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                           "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == [False, []]
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "modeling_headtune.py", "README.md"):
+        assert (tmp_path / "warm" / "model" / name).read_bytes() == (tmp_path / "cold" / "model" / name).read_bytes()

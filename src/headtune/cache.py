@@ -25,7 +25,7 @@ from . import atomic
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the layout or the meaning of a cached file changes (2: checkpoint bodies)
+FORMAT = 3  # bump when the layout or the meaning of a cached file changes (2: checkpoint bodies; 3: poolings, file identities, bodies with config and tokenizer)
 
 
 def texts_digest(texts: list[str]) -> str:

@@ -15,8 +15,9 @@ both cached writes its checkpoint from there, without loading the model.
 """
 from __future__ import annotations
 
-import copy
+import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,10 @@ from .architectures import Family, HeadPlan
 from .architectures.parts import Chain
 from .cache import FeatureCache, cache_key
 from .config import FeatureConfig
+from .modeling import ConfigView
 
 BODY_FILE = "body.safetensors"
+TOKENIZER_FILE = "tokenizer.safetensors"  # the tokenizer's saved files, as bytes
 MODELING_FILE = "modeling_headtune.py"
 POOLED_CLASS = "HeadtunePooledForSequenceClassification"
 AUTO_MAP = {"AutoConfig": "modeling_headtune.HeadtunePooledConfig",
@@ -38,23 +41,42 @@ AUTO_MAP = {"AutoConfig": "modeling_headtune.HeadtunePooledConfig",
 
 @dataclass
 class Body:
+    """Everything a checkpoint needs besides the trained head, and all of it without transformers."""
+
     tensors: dict[str, torch.Tensor]  # the classification model's state dict without its new head's keys
     architecture: str  # the model class config.json names, e.g. "BertForSequenceClassification"
     parameters: int  # frozen parameters (buffers in the state dict are not parameters)
+    config: ConfigView  # the backbone's config, every value (heads are built from it)
+    template: dict  # the backbone config as save_pretrained writes it (only what differs from the defaults)
+    tokenizer_files: dict[str, bytes]  # the tokenizer as save_tokenizer writes it
+    max_positions: int  # the longest input the model and tokenizer take
 
 
 def own_head_keys(family: Family, config) -> set[str]:
-    """The keys of the new head parts of the family's own class (built on the meta device: no memory)."""
+    """The keys of the new head parts of the family's own class (built on the meta device: no memory; the
+    names do not depend on the number of labels)."""
     with torch.device("meta"):
-        return set(Chain(family.new_head(config, config.num_labels)).state_dict())
+        return set(Chain(family.new_head(config, 2)).state_dict())
 
 
-def body_of(model: nn.Module, family: Family) -> Body:
+def body_of(model: nn.Module, family: Family, tokenizer=None, max_positions: int = 0) -> Body:
+    """The loaded model's body; with the tokenizer, all a later run needs to write a checkpoint without it."""
     new = own_head_keys(family, model.config)
     # on the host: the cache's checksum reads the bytes, and the checkpoint is written from host memory
     tensors = {k: v.cpu() for k, v in model.state_dict().items() if k not in new}
     frozen = sum(p.numel() for name, p in model.named_parameters() if name not in new)
-    return Body(tensors, type(model).__name__, frozen)
+    template = {k: v for k, v in model.config.to_diff_dict().items() if k not in LABELLED}
+    files = {}
+    if tokenizer is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            save_tokenizer(tokenizer, Path(folder))
+            files = {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+    return Body(tensors, type(model).__name__, frozen, ConfigView.of(model.config), template, files, max_positions)
+
+
+# config keys a run sets itself: labels, problem type, class, dtype (and what the backbone's own run recorded)
+LABELLED = ("id2label", "label2id", "problem_type", "architectures", "dtype", "torch_dtype", "_name_or_path",
+            "auto_map")
 
 
 def body_cache(cfg: FeatureConfig, identity: dict) -> FeatureCache | None:
@@ -67,61 +89,59 @@ def body_cache(cfg: FeatureConfig, identity: dict) -> FeatureCache | None:
 
 def load_body(cache: FeatureCache | None) -> Body | None:
     found = cache.read(cache.folder / BODY_FILE) if cache else None
-    if found is None:
+    files = cache.read(cache.folder / TOKENIZER_FILE) if found else None
+    if found is None or files is None:
         return None
     tensors, meta = found
-    return Body(tensors, meta["architecture"], int(meta["parameters"]))
+    return Body(tensors, meta["architecture"], int(meta["parameters"]),
+                ConfigView(json.loads(meta["config"]), json.loads(meta["attribute_map"])),
+                json.loads(meta["template"]), {name: t.numpy().tobytes() for name, t in files[0].items()},
+                int(meta["max_positions"]))
 
 
 def save_body(cache: FeatureCache, body: Body) -> None:
+    cache.write(cache.folder / TOKENIZER_FILE, {name: torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                                                for name, data in body.tokenizer_files.items()})
     cache.write(cache.folder / BODY_FILE, body.tensors,
-                {"architecture": body.architecture, "parameters": str(body.parameters)})
+                {"architecture": body.architecture, "parameters": str(body.parameters),
+                 "config": json.dumps(body.config.to_dict()), "attribute_map": json.dumps(body.config.attribute_map),
+                 "template": json.dumps(body.template), "max_positions": str(body.max_positions)})
 
 
-def _dtype(body: Body) -> torch.dtype:
-    return next((t.dtype for t in body.tensors.values() if t.is_floating_point()), torch.float32)
+def _dtype(body: Body) -> str:
+    dtype = next((t.dtype for t in body.tensors.values() if t.is_floating_point()), torch.float32)
+    return str(dtype).removeprefix("torch.")
 
 
-def _labelled(config, label_names: list[str], problem_type: str):
-    config.id2label = dict(enumerate(label_names))
-    config.label2id = {name: i for i, name in enumerate(label_names)}
-    config.problem_type = problem_type
-    return config
+def _labels(label_names: list[str], problem_type: str) -> dict:
+    return {"id2label": {str(i): name for i, name in enumerate(label_names)},
+            "label2id": {name: i for i, name in enumerate(label_names)}, "problem_type": problem_type}
 
 
-def ordinary_config(config, plan: HeadPlan, label_names: list[str], body: Body, problem_type: str):
-    """The backbone's config as its classifier's: labels, problem type, architecture, dtype and the settings
-    the class needs for the reading, as `save_pretrained` records them."""
-    config = _labelled(copy.deepcopy(config), label_names, problem_type)
-    for key, value in plan.reading.class_config.items():
-        setattr(config, key, value)
-    config.architectures = [body.architecture]
-    config.dtype = _dtype(body)
-    return config
+def ordinary_config(plan: HeadPlan, label_names: list[str], body: Body, problem_type: str) -> dict:
+    """config.json of an ordinary checkpoint: the backbone's, as save_pretrained writes it, as its classifier's
+    (labels, problem type, architecture, dtype, and what the class needs for the reading)."""
+    return {**body.template, **plan.reading.class_config, **_labels(label_names, problem_type),
+            "architectures": [body.architecture], "dtype": _dtype(body)}
 
 
-def pooled_config(config, plan: HeadPlan, label_names: list[str], body: Body, problem_type: str):
-    from .pooled_model import HeadtunePooledConfig
-
-    encoder = {k: v for k, v in config.to_dict().items()
-               if k not in ("id2label", "label2id", "problem_type", "architectures", "auto_map", "_name_or_path")}
-    pooled = HeadtunePooledConfig(encoder=encoder, pooling=plan.reading.pooling,
-                                  classifier_dropout=plan.family.dropout(config))
-    pooled = _labelled(pooled, label_names, problem_type)
-    pooled.architectures = [POOLED_CLASS]
-    pooled.auto_map = dict(AUTO_MAP)
-    pooled.dtype = _dtype(body)
-    return pooled
+def pooled_config(plan: HeadPlan, label_names: list[str], body: Body, problem_type: str) -> dict:
+    """config.json of headtune's pooled model (pooled_model.HeadtunePooledConfig, as save_pretrained writes it)."""
+    encoder = {k: v for k, v in body.config.to_dict().items() if k not in LABELLED}
+    return {"architectures": [POOLED_CLASS], "auto_map": dict(AUTO_MAP),
+            "classifier_dropout": plan.family.dropout(body.config), "dtype": _dtype(body), "encoder": encoder,
+            **_labels(label_names, problem_type), "model_type": "headtune_pooled", "pooling": plan.reading.pooling,
+            "transformers_version": body.template.get("transformers_version")}
 
 
-def pooled_state(body: Body, plan: HeadPlan, config) -> dict[str, torch.Tensor]:
+def pooled_state(body: Body, plan: HeadPlan) -> dict[str, torch.Tensor]:
     """The body under headtune's pooled model's names: the backbone's weights as `backbone.*`; the family's
     pretrained head parts (BERT's pooler, ...) are left out, since the pooled model reads no pooler."""
     family = plan.family
     dropped = set()
     if family.pretrained is not None:
         with torch.device("meta"):
-            dropped = set(Chain(family.pretrained(config)).state_dict())
+            dropped = set(Chain(family.pretrained(body.config)).state_dict())
     prefix = family.prefix + "."
     state = {}
     for key, tensor in body.tensors.items():
@@ -133,26 +153,29 @@ def pooled_state(body: Body, plan: HeadPlan, config) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_checkpoint(folder: Path, config, body: Body, head: nn.Module, plan: HeadPlan, label_names: list[str],
-                    problem_type: str, tokenizer) -> None:
-    """Write body + trained head + config + tokenizer as a checkpoint folder (ordinary or pooled)."""
+def save_checkpoint(folder: Path, body: Body, head: nn.Module, plan: HeadPlan, label_names: list[str],
+                    problem_type: str) -> None:
+    """Write body + trained head + config + tokenizer as a checkpoint folder (ordinary or pooled); from the
+    body alone, so the same files come out whether or not this run loaded the model."""
     folder.mkdir(parents=True, exist_ok=True)
     head_state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
     if plan.reading.own_head:
         # pretrained head parts that trained (--train-pretrained-head) replace their frozen copies in the body
         state = {k: v for k, v in body.tensors.items() if k not in head_state}
-        out_config = ordinary_config(config, plan, label_names, body, problem_type)
+        config = ordinary_config(plan, label_names, body, problem_type)
     else:
-        state = pooled_state(body, plan, config)
-        out_config = pooled_config(config, plan, label_names, body, problem_type)
+        state = pooled_state(body, plan)
+        config = pooled_config(plan, label_names, body, problem_type)
         shutil.copyfile(Path(__file__).with_name("pooled_model.py"), folder / MODELING_FILE)
     overlap = set(head_state) & set(state)
     if overlap:  # a head key in the body would be silently replaced; never expected
         raise ValueError(f"head keys also in the model body: {sorted(overlap)}")
     save_file({k: v.contiguous() for k, v in {**state, **head_state}.items()}, folder / "model.safetensors",
               metadata={"format": "pt"})
-    out_config.save_pretrained(folder)
-    save_tokenizer(tokenizer, folder)
+    # as transformers writes config.json (PreTrainedConfig.to_json_file)
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for name, data in body.tokenizer_files.items():
+        (folder / name).write_bytes(data)
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:

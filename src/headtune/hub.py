@@ -39,12 +39,13 @@ def offline_message(kind: str, name: str) -> str:
             f"work offline with a local model folder (--model PATH) and a local dataset folder (--dataset PATH)")
 
 
-def cached_file(repo: str, filename: str, revision: str | None = None) -> str | None:
-    """A file of a Hub repository: downloaded when the Hub is reachable, else from the local cache; None when
-    the repository has no such file or it cannot be had."""
+def cached_file(repo: str, filename: str, revision: str | None = None, download: bool = True) -> str | None:
+    """A file of a Hub repository: downloaded when the Hub is reachable (and `download`), else from the local
+    cache; None when the repository has no such file or it cannot be had."""
     from huggingface_hub import hf_hub_download
 
     try:
-        return hf_hub_download(repo, filename, revision=revision, local_files_only=not hub_reachable())
+        return hf_hub_download(repo, filename, revision=revision,
+                               local_files_only=not (download and hub_reachable()))
     except Exception:  # missing entry, missing repo, offline and not cached: all mean "not available"
         return None

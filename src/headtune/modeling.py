@@ -171,15 +171,43 @@ def unfreeze(model: nn.Module, modules: tuple[str, ...]) -> tuple[int, int]:
     return head, sum(p.numel() for p in model.parameters()) - head
 
 
-def _weights_folder(name: str, cfg: ModelConfig) -> Path | None:
-    if hub.looks_local(name):
-        return Path(name).expanduser()
-    try:
-        from transformers.utils import cached_file
+class ConfigView:
+    """A model config's values with attribute access, as transformers' config objects give them (aliases
+    such as DistilBERT's hidden_size -> dim included), without transformers: the body cache keeps one, so a
+    run whose features are cached builds its head without importing transformers (~3 s)."""
 
-        return Path(cached_file(name, "config.json", revision=cfg.revision, local_files_only=True)).parent
-    except Exception:
-        return None
+    def __init__(self, values: dict, attribute_map: dict | None = None):
+        self.__dict__["_values"] = dict(values)
+        self.__dict__["_aliases"] = dict(attribute_map or {})
+
+    @classmethod
+    def of(cls, config) -> "ConfigView":
+        """The view of a transformers config (or a view itself)."""
+        if isinstance(config, ConfigView):
+            return config
+        return cls(config.to_dict(), type(config).attribute_map)
+
+    def __getattr__(self, name: str):
+        values = self.__dict__["_values"]
+        key = self.__dict__["_aliases"].get(name, name)
+        if key not in values:
+            raise AttributeError(name)
+        return values[key]
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError("a ConfigView is read-only")
+
+    def to_dict(self) -> dict:
+        return dict(self._values)
+
+    @property
+    def attribute_map(self) -> dict:
+        return dict(self._aliases)
+
+
+# Files that make up a tokenizer on disk: together they identify it (its content, not its name).
+TOKENIZER_STATE = TOKENIZER_FILES + ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                                     "merges.txt")
 
 
 def file_sha256(path: Path) -> str:
@@ -198,28 +226,68 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def identity(cfg: ModelConfig, model_or_config, tokenizer) -> dict:
-    """Everything about the model and tokenizer that changes the features: weights by content, not by name.
-    Needs only the model's config, so a run can look its features up without loading the model."""
-    config = getattr(model_or_config, "config", model_or_config)
-    folder = _weights_folder(cfg.model, cfg)
-    weights = {}
-    if folder is not None:
-        patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
-        weights = {p.name: file_sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
-    if not weights:  # no file to hash: fall back to the revision the Hub resolved
-        weights = {"name": cfg.model, "revision": cfg.revision,
-                   "commit": getattr(config, "_commit_hash", None)}
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # truncation/padding are settings of the last call, not of the tokenizer: left out
-        tok_state = json.dumps({k: v for k, v in json.loads(backend.to_str()).items()
-                                if k not in ("truncation", "padding")}, sort_keys=True)
-    else:
-        tok_state = repr(sorted(tokenizer.get_vocab().items()))
-    return {
-        "model_type": config.model_type,
-        "weights": weights,
-        "tokenizer": hashlib.sha256(tok_state.encode()).hexdigest(),
-        "tokenizer_class": type(tokenizer).__name__,
-    }
+def identity(cfg: ModelConfig, folder: Path | None, model_type: str) -> dict:
+    """Everything about the model and tokenizer that changes the features, from the files alone (no model or
+    tokenizer object, so a run can look its features up without loading either).
+
+    A local folder: its weight and tokenizer files by content (SHA-256), not by name or path. A Hub model: the
+    repository and the commit its files in the local Hub cache come from (a commit's files never change)."""
+    if folder is None or not hub.looks_local(cfg.model):
+        commit = folder.name if folder is not None else None  # the Hub cache's snapshots/<commit>/ folder
+        return {"model_type": model_type, "weights": {"repo": cfg.model, "revision": cfg.revision, "commit": commit}}
+    patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
+    weights = {p.name: file_sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
+    tokenizer = {name: file_sha256(folder / name) for name in TOKENIZER_STATE if (folder / name).is_file()}
+    return {"model_type": model_type, "weights": weights, "tokenizer": tokenizer}
+
+
+class ModelSource:
+    """--model before anything is loaded: where its files are, its config.json, its identity.
+
+    Checking it as far as its files allow is cheap; the tokenizer and the transformers config (`checked`)
+    are loaded only when a run needs them, i.e. when something it needs is not in the cache.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg
+        self.local = hub.looks_local(cfg.model)
+        self._checked = None
+        if self.local:
+            self.folder = Path(cfg.model).expanduser()
+            _check_local_folder(self.folder, cfg.allow_pickle)
+        else:  # the Hub cache's copy, if it has one; else transformers fetches it (`checked`)
+            found = hub.cached_file(cfg.model, "config.json", cfg.revision, download=False)
+            self.folder = Path(found).parent if found else None
+            if self.folder is None:
+                self.checked()
+        self.config_json = _read_config(self.folder / "config.json")
+
+    @property
+    def model_type(self) -> str:
+        return self.config_json.get("model_type", "")
+
+    def checked(self):
+        """(tokenizer, transformers config), loaded and checked once (this imports transformers)."""
+        if self._checked is None:
+            self._checked = check_model(self.cfg)
+            if self.folder is None:
+                from transformers.utils import cached_file
+
+                self.folder = Path(cached_file(self.cfg.model, "config.json", revision=self.cfg.revision)).parent
+        return self._checked
+
+    def identity(self) -> dict:
+        return identity(self.cfg, self.folder, self.model_type)
+
+
+def _read_config(path: Path) -> dict:
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise HeadtuneError(f"{path} is not a readable JSON file ({err}); save the model again with "
+                            f"save_pretrained") from None
+    if not isinstance(values, dict):
+        raise HeadtuneError(f"{path} must hold a JSON object; save the model again with save_pretrained")
+    return values
+
 

@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from .architectures import Family, HeadPlan, Reading, backbone_features
-from .checkpoint import (body_cache, body_of, load_body, own_head_keys, save_body, save_checkpoint,
-                         save_tokenizer)
+from .checkpoint import Body, body_cache, body_of, own_head_keys, save_body, save_checkpoint, save_tokenizer
 from .config import RunConfig
 from .data import Splits
 from .features import cached_features, extract_features, tokenize
-from .modeling import fallback_head, identity, load_for_training, unfreeze
+from .modeling import ConfigView, ModelSource, fallback_head, load_for_training, max_positions, unfreeze
 from .training import CachedInputs, FullModelInputs, Inputs
 
 log = logging.getLogger(__name__)
@@ -54,39 +53,42 @@ def problem_type(splits: Splits) -> str:
     return "multi_label_classification" if splits.multi_label else "single_label_classification"
 
 
-def prepare_cached(cfg: RunConfig, splits: Splits, tokenizer, config, family: Family, reading: Reading,
-                   device: torch.device, dtype: torch.dtype | None, clock: dict) -> Prepared:
+def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Body | None, config: ConfigView,
+                   family: Family, reading: Reading, device: torch.device, dtype: torch.dtype | None,
+                   clock: dict) -> Prepared:
+    """`body`: the model's body from the cache, if it was there. The model (and transformers) is loaded only
+    when the body or some features are missing."""
     plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
-    ident = identity(cfg.model, config, tokenizer)
-    bodies = body_cache(cfg.features, ident)
+    ident = source.identity()
     texts = split_texts(splits)
     lookup = dict(device=device, max_length=cfg.model.max_length, cfg=cfg.features, identity=ident, dtype=dtype)
     found = {name: cached_features(plan.point, split, **lookup) for name, split in texts.items()}
-    body = load_body(bodies) if all(found.values()) else None
     loaded, no_cache = None, cfg.features.no_cache
-    if body is None:
+    if body is None or not all(found.values()):
+        tokenizer, _ = source.checked()
         loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer, reading.class_config,
                                    problem_type(splits))
         loaded.model.to(device)
-        body = body_of(loaded.model, family)
-        lacking = sorted(loaded.new_keys - own_head_keys(family, loaded.model.config))
-        if lacking:  # initialised at random from the seed: features would depend on it, so none is cached
-            log.warning("'%s' lacks backbone weights (%s), initialised at random from --seed; its features are not "
-                        "cached", cfg.model.model, ", ".join(lacking[:4]) + (", ..." if len(lacking) > 4 else ""))
-            found, no_cache = dict.fromkeys(found), True
-        elif bodies is not None:
-            save_body(bodies, body)
+        if body is None:
+            body = body_of(loaded.model, family, tokenizer, max_positions(loaded.model, tokenizer))
+            lacking = sorted(loaded.new_keys - own_head_keys(family, loaded.model.config))
+            if lacking:  # initialised at random from the seed: features would depend on it, so none is cached
+                log.warning("'%s' lacks backbone weights (%s), initialised at random from --seed; its features are "
+                            "not cached", cfg.model.model, ", ".join(lacking[:4]) + (", ..." if len(lacking) > 4 else ""))
+                found, no_cache = dict.fromkeys(found), True
+            elif not no_cache:
+                save_body(body_cache(cfg.features, ident), body)
     clock["model"] = time.perf_counter()
 
     features, passes = {}, {}
     for name, split in texts.items():
         if found[name] is None:
             model = loaded.model
-            reader = functools.partial(backbone_features, model, plan, _on(plan.frozen(model.config, model.state_dict()),
-                                                                           device))
-            found[name] = extract_features(reader, device, plan.point, tokenizer, split, max_length=cfg.model.max_length,
-                                           cfg=replace(cfg.features, no_cache=no_cache), identity=ident, dtype=dtype,
-                                           split=name)
+            frozen = _on(plan.frozen(model.config, model.state_dict()), device)
+            reader = functools.partial(backbone_features, model, plan, frozen)
+            found[name] = extract_features(reader, device, plan.point, source.checked()[0], split,
+                                           max_length=cfg.model.max_length, cfg=replace(cfg.features, no_cache=no_cache),
+                                           identity=ident, dtype=dtype, split=name)
         features[name], stats = found[name]
         passes[name] = vars(stats)
         log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
@@ -95,9 +97,9 @@ def prepare_cached(cfg: RunConfig, splits: Splits, tokenizer, config, family: Fa
     head = plan.new_head(config, len(splits.label_names), cfg.train.seed, pretrained_state=body.tensors).to(device)
     trainable = sum(p.numel() for p in head.parameters())
     frozen = body.parameters - plan.pretrained_left_out(config)
-    names = ", ".join(head.paths)
-    log.info("model %s (%s, %s): %s trainable head parameters (%s), %s frozen%s", cfg.model.model, config.model_type,
-             family.name, f"{trainable:,}", names, f"{frozen:,}", "" if loaded else "; features and body from the cache")
+    log.info("model %s (%s, %s): %s trainable head parameters (%s), %s frozen%s", cfg.model.model, source.model_type,
+             family.name, f"{trainable:,}", ", ".join(head.paths), f"{frozen:,}",
+             "" if loaded else "; features and body from the cache")
     cache_key_parts = None if no_cache else {"identity": ident, "point": plan.point, "dtype": str(dtype or torch.float32),
                                              "shard_size": cfg.features.for_device(device.type).shard_size}
     return Prepared(
@@ -105,8 +107,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, tokenizer, config, family: Fa
         {"trainable": trainable, "frozen": frozen, "head_modules": head.paths, "cached_features": True,
          "feature_point": plan.point, "family": family.name},
         True,
-        lambda folder, trained: save_checkpoint(folder, config, body, trained, plan, splits.label_names,
-                                                problem_type(splits), tokenizer),
+        lambda folder, trained: save_checkpoint(folder, body, trained, plan, splits.label_names, problem_type(splits)),
         loaded is not None, "ordinary" if reading.own_head else "trust_remote_code", cache_key_parts)
 
 
@@ -114,8 +115,9 @@ def _on(module: nn.Module | None, device: torch.device) -> nn.Module | None:
     return None if module is None else module.to(device)
 
 
-def prepare_full_model(cfg: RunConfig, splits: Splits, tokenizer, config, device: torch.device, clock: dict
+def prepare_full_model(cfg: RunConfig, splits: Splits, source: ModelSource, device: torch.device, clock: dict
                        ) -> Prepared:
+    tokenizer, config = source.checked()
     loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer, None, problem_type(splits))
     model = loaded.model.to(device)
     modules = fallback_head(model, loaded.new_keys)

@@ -19,7 +19,8 @@ from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
 from .features import autocast_dtype, resolve_device
 from .modelcard import model_card
-from .modeling import check_model, file_sha256
+from .checkpoint import body_cache, load_body
+from .modeling import ConfigView, ModelSource, check_max_length, file_sha256
 from .preparation import Prepared, prepare_cached, prepare_full_model, problem_type
 from .report import charts_for, check_output_dir, write_artifacts
 from .saved import write_settings
@@ -36,17 +37,24 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict:
     `config_file`: the --config file the settings came from, if any (recorded in metrics.json)."""
     clock = {"start": time.perf_counter()}
     check_output_dir(cfg.output.output_dir, cfg.output.overwrite)  # before any slow work
-    # folder, weights, tokenizer, --max-length: checked before the data is read
-    tokenizer, config = check_model(cfg.model)
-    family = family_of(config.model_type)
+    # folder, weights, tokenizer, --max-length: checked before the data is read. A model whose body is cached was
+    # checked when it was stored, so its checks need no tokenizer, and transformers is not even imported.
+    source = ModelSource(cfg.model)
+    family = family_of(source.model_type)
+    body = load_body(body_cache(cfg.features, source.identity())) if family else None
+    if body is not None:
+        check_max_length(cfg.model.max_length, body.max_positions)
+        config = body.config
+    else:
+        config = ConfigView.of(source.checked()[1])
     pooling_name = pooling.resolve(cfg.model.pooling, cfg.model.model, cfg.model.revision)
     if family is None and pooling_name != "native":
         if cfg.model.pooling != "auto":
             raise HeadtuneError(f"--pooling {pooling_name} needs an architecture headtune has an entry for "
-                                f"(`headtune models` lists them); model type '{config.model_type}' trains through "
+                                f"(`headtune models` lists them); model type '{source.model_type}' trains through "
                                 f"its own class: pass --pooling native")
         log.warning("--pooling auto: model type '%s' has no headtune entry, so its own head input is read "
-                    "(native), not the %s pooling of its sentence-transformers configuration", config.model_type,
+                    "(native), not the %s pooling of its sentence-transformers configuration", source.model_type,
                     pooling_name)
         pooling_name = "native"
 
@@ -61,10 +69,10 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict:
     device = resolve_device(cfg.model.device)
     dtype = autocast_dtype(device, cfg.model.precision)
     if family is not None:
-        prep = prepare_cached(cfg, splits, tokenizer, config, family, family.reading(config, pooling_name), device,
+        prep = prepare_cached(cfg, splits, source, body, config, family, family.reading(config, pooling_name), device,
                               dtype, clock)
     else:
-        prep = prepare_full_model(cfg, splits, tokenizer, config, device, clock)
+        prep = prepare_full_model(cfg, splits, source, device, clock)
     clock["features"] = time.perf_counter()
 
     task = _task(cfg, splits)
