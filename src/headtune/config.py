@@ -20,7 +20,7 @@ SMALL_RUN_TEST = 2_000
 DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
 POOLINGS = ("auto", "native", "cls", "mean")  # see architectures.Reading
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 LR_SCHEDULES = ("linear", "constant")  # see training.lr_factor
 KEEP = ("best", "last")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -191,7 +191,9 @@ class ModelConfig:
         "head), starting from their pretrained weights. Off: they stay frozen, as part of the backbone."))
     device: str = field(default="auto", metadata=_help(DEVICE_HELP))
     precision: str = field(default="auto", metadata=_help(
-        "Backbone precision: auto (bf16 on Ampere+ GPUs, fp16 on older GPUs, fp32 on CPU), fp32, bf16, fp16.",
+        "Backbone precision: auto (bf16 on Ampere+ GPUs, fp16 on older GPUs, fp32 on CPU), fp32, bf16, fp16, or "
+        "int8 (CPU only: torch's dynamic int8 quantization of the backbone's Linear layers; the saved model keeps "
+        "its fp32 weights).",
         choices=list(PRECISIONS)))
     trust_remote_code: bool = field(default=False, metadata=_help(
         "Allow model code from the Hub to run (off: only transformers' own architectures load)."))

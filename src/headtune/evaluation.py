@@ -100,6 +100,8 @@ def _probabilities_from_features(model, tokenizer, settings: dict, folder: Path,
     lookup = dict(max_length=max_length, cfg=features_cfg, identity=source["identity"], dtype=dtype)
     found = cached_features(plan.point, texts, device=device, **lookup)
     how = "cache"
+    if found is None and dtype is torch.qint8:  # int8 features come from a quantized backbone, not this folder's
+        return None, None
     if found is None:
         frozen = plan.frozen(config, model.state_dict())
         reader = lambda ids, mask: backbone_features(model, plan, frozen, ids, mask)  # noqa: E731

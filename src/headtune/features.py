@@ -2,15 +2,23 @@
 
 The backbone is frozen, so a text's features never change: they are computed once per
 split, in length-sorted batches filled up to a token budget (so almost no compute is
-spent on padding), and handed back in the texts' original order. Shards of the sorted
-order go to the on-disk cache as they finish, so an interrupted pass resumes.
+spent on padding), and handed back in the texts' original order.
+
+The texts are ordered by their length in characters (known without tokenizing) and cut into
+shards, the unit the on-disk cache commits, so an interrupted pass resumes. A shard is tokenized
+while the one before it runs on the backbone, and batched by its exact token lengths. On a GPU,
+where each new batch shape costs a one-time setup (~0.1-0.3 s) that a pass run once pays in full,
+the shapes the pass will use are run once on dummy batches while the CPU tokenizes the first
+shard, and a shard's last, partial batch is filled up with empty rows to a shape already seen.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,6 +50,9 @@ class PassStats:
     cached_shards: int
     computed_shards: int
     seconds: float
+    tokenize_seconds: float = 0.0  # tokenizing, mostly while the backbone ran (on another thread)
+    waited_seconds: float = 0.0  # the backbone waiting for a shard's tokens or for the warm-up
+    warmup_seconds: float = 0.0  # running the pass's batch shapes once on dummy batches (GPU only)
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
@@ -80,25 +91,32 @@ def plan_batches(sorted_lengths: np.ndarray, max_tokens: int, multiple: int = 1)
     return batches
 
 
-def plan_pass(lengths: np.ndarray, shard_size: int, max_tokens: int, multiple: int = 1) -> list[list[np.ndarray]]:
-    """The backbone pass as cache shards of batches of text indices, in the order they run.
-
-    Texts go longest first; the sorted order is cut into shards of `shard_size` texts (the unit the
-    cache commits and a resumed pass skips), each shard into batches of at most `max_tokens` padded tokens.
-    """
-    order = length_order(lengths)
-    shards = []
-    for start in range(0, len(order), shard_size):
-        index = order[start:start + shard_size]
-        shards.append([index[a:b] for a, b in plan_batches(lengths[index], max_tokens, multiple)])
-    return shards
+def shard_order(texts: list[str]) -> np.ndarray:
+    """Text indices longest first by characters (ties: original order): the order shards are cut from.
+    Character counts are known without tokenizing, so a shard can be tokenized while another one runs."""
+    return length_order(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
 
 
-def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence, rounded up to `multiple`: (input_ids, attention_mask)."""
+def plan_shard(token_lengths: np.ndarray, max_tokens: int, multiple: int = 1) -> list[np.ndarray]:
+    """A shard's batches: positions within the shard, sorted by exact token length (longest first), cut into
+    batches of at most `max_tokens` padded tokens."""
+    order = length_order(token_lengths)
+    return [order[a:b] for a, b in plan_batches(token_lengths[order], max_tokens, multiple)]
+
+
+def batch_rows(width: int, max_tokens: int) -> int:
+    """Rows of a full batch of this padded width."""
+    return max(1, max_tokens // width)
+
+
+def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1, rows: int | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence, rounded up to `multiple`: (input_ids, attention_mask). With `rows`,
+    empty rows (one visible padding token, so attention stays finite) fill the batch up to that many."""
     width = padded_width(max(len(s) for s in seqs), multiple)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    ids = torch.full((max(rows or 0, len(seqs)), width), pad_id, dtype=torch.long)
+    mask = torch.zeros(ids.shape, dtype=torch.long)
+    mask[len(seqs):, 0] = 1
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
@@ -114,13 +132,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype of the backbone pass; None means plain fp32.
+    """The autocast dtype of the backbone pass; None means plain fp32; torch.qint8 stands for a backbone whose
+    Linear layers are quantized to int8 (modeling.quantize_backbone), which runs without autocast.
 
     auto: bf16 on Ampere or newer GPUs, fp16 on older ones (T4, V100), fp32 on CPU, where
     bf16 autocast ran 6x slower than fp32 on this project's AVX2 CPUs (see README).
     """
     if precision == "fp32":
         return None
+    if precision == "int8":
+        if device.type != "cpu":
+            raise HeadtuneError("--precision int8 (dynamic quantization) runs on the CPU only; on a GPU use "
+                                "--precision bf16, or --device cpu")
+        return torch.qint8
     if precision == "auto":
         if device.type != "cuda":
             return None
@@ -147,7 +171,8 @@ def run_backbone(reader: Reader, device: torch.device, ids: torch.Tensor, mask: 
                  dtype: torch.dtype | None) -> torch.Tensor:
     if device.type == "cuda":  # pinned host memory lets the copy overlap the previous batch's compute
         ids, mask = ids.pin_memory().to(device, non_blocking=True), mask.pin_memory().to(device, non_blocking=True)
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype in (torch.bfloat16, torch.float16) \
+        else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         return reader(ids, mask).float()
 
@@ -179,41 +204,113 @@ def cached_features(point: str, texts: list[str], *, device: torch.device, max_l
 
 def extract_features(reader: Reader, device: torch.device, point: str, tokenizer, texts: list[str], *,
                      max_length: int, cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None,
-                     split: str = "") -> tuple[torch.Tensor, PassStats]:
+                     split: str = "", shards: Callable[[int], bool] | None = None) -> tuple[torch.Tensor, PassStats]:
     """Features (len(texts), hidden) in the texts' order, from the cache where possible.
 
     `reader` runs the frozen backbone (in eval mode) on one batch on `device`; `point` names what it
-    returns, for the cache key.
+    returns, for the cache key. `shards`: which missing shards to compute (None: all of them).
     """
     start = time.perf_counter()
     cfg = cfg.for_device(device.type)
-    n_shards = math.ceil(len(texts) / cfg.shard_size)
+    order = shard_order(texts)
+    rows_of = [order[s:s + cfg.shard_size] for s in range(0, len(texts), cfg.shard_size)]
     cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
-    shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)} if cache else {}
-    missing = [i for i in range(n_shards) if shards.get(i) is None]
-    padded = 0
+    found = {i: cache.load(i, SHARD_TENSORS) for i in range(len(rows_of))} if cache else {}
+    missing = [i for i in range(len(rows_of)) if found.get(i) is None and (shards is None or shards(i))]
+    out = {i: shard for i, shard in found.items() if shard is not None}
+    timing = {"padded": 0, "tokenize": 0.0, "waited": 0.0, "warmup": 0.0}
     if missing:
-        tok = tokenize(tokenizer, texts, max_length)
-        lengths = np.array([len(x) for x in tok.ids])
-        plan = plan_pass(lengths, cfg.shard_size, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of)
-        todo = sum(len(batch) for i in missing for batch in plan[i])
-        bar = tqdm(total=todo, desc=f"backbone pass {split}".strip(), unit="text", disable=None, leave=False)
-        for i in missing:
-            chunks = []
-            for batch in plan[i]:
-                ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
-                padded += ids.numel()
-                # no copy back per batch: on a GPU that would wait for each batch before queueing the next
-                chunks.append(run_backbone(reader, device, ids, mask, dtype))
-                bar.update(len(batch))
-            index = np.concatenate(plan[i])
-            shards[i] = {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(index, dtype=torch.int64),
-                         "lengths": torch.as_tensor(lengths[index], dtype=torch.int32),
-                         "truncated": torch.as_tensor(tok.truncated[index], dtype=torch.uint8)}
-            if cache:
-                cache.save(i, shards[i])
+        # a GPU pays each new batch shape's setup once: shapes get one dummy batch while the first shard tokenizes
+        shaped = device.type == "cuda"
+        longest = min(max_length, len(texts[rows_of[missing[0]][0]]) + 2)  # >= 1 character per token
+        warm = _WarmUp(reader, device, dtype, _shapes(longest, cfg), tokenizer.pad_token_id or 0) if shaped else None
+        bar = tqdm(total=sum(len(rows_of[i]) for i in missing), desc=f"backbone pass {split}".strip(), unit="text",
+                   disable=None, leave=False)
+        with ThreadPoolExecutor(1) as pool:
+            def tokens(i):
+                started = time.perf_counter()
+                tok = tokenize(tokenizer, [texts[j] for j in rows_of[i]], max_length)
+                return tok, time.perf_counter() - started
+
+            pending = pool.submit(tokens, missing[0])
+            for n, i in enumerate(missing):
+                waiting = time.perf_counter()
+                tok, seconds = pending.result()
+                if n + 1 < len(missing):
+                    pending = pool.submit(tokens, missing[n + 1])
+                if warm is not None:
+                    timing["warmup"] = warm.join()
+                    warm = None
+                timing["waited"] += time.perf_counter() - waiting
+                timing["tokenize"] += seconds
+                out[i] = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, tokenizer.pad_token_id or 0,
+                                    shaped, timing)
+                bar.update(len(rows_of[i]))
+                if cache:
+                    cache.save(i, out[i])
         bar.close()
-    return _assemble(shards, len(texts)), _stats(shards, len(texts), padded, len(missing), start)
+    if shards is not None and len(out) < len(rows_of):  # this process's share only: the rest is another's
+        return None, None
+    stats = _stats(out, len(texts), timing["padded"], len(missing), start)
+    stats.tokenize_seconds, stats.waited_seconds, stats.warmup_seconds = (
+        round(timing[k], 3) for k in ("tokenize", "waited", "warmup"))
+    return _assemble(out, len(texts)), stats
+
+
+def _run_shard(reader: Reader, device: torch.device, dtype, tok: Tokenized, rows: np.ndarray, cfg: FeatureConfig,
+               pad_id: int, shaped: bool, timing: dict) -> dict[str, torch.Tensor]:
+    """One shard through the backbone: its tensors for the cache (rows in the order they ran)."""
+    lengths = np.array([len(x) for x in tok.ids])
+    chunks, positions = [], []
+    for batch in plan_shard(lengths, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of):
+        width = padded_width(int(lengths[batch[0]]), cfg.pad_to_multiple_of)
+        full = batch_rows(width, cfg.max_tokens_per_batch) if shaped else None
+        ids, mask = collate([tok.ids[j] for j in batch], pad_id, cfg.pad_to_multiple_of, full)
+        timing["padded"] += ids.numel()
+        # no copy back per batch: on a GPU that would wait for each batch before queueing the next
+        chunks.append(run_backbone(reader, device, ids, mask, dtype)[: len(batch)])
+        positions.append(batch)
+    within = np.concatenate(positions)
+    return {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(rows[within], dtype=torch.int64),
+            "lengths": torch.as_tensor(lengths[within], dtype=torch.int32),
+            "truncated": torch.as_tensor(tok.truncated[within], dtype=torch.uint8)}
+
+
+def _shapes(longest: int, cfg: FeatureConfig) -> list[tuple[int, int]]:
+    """The (rows, width) of every full batch a pass over texts up to `longest` tokens can run."""
+    widths = range(cfg.pad_to_multiple_of, padded_width(longest, cfg.pad_to_multiple_of) + 1, cfg.pad_to_multiple_of)
+    return [(batch_rows(w, cfg.max_tokens_per_batch), w) for w in widths]
+
+
+class _WarmUp:
+    """Runs one dummy batch of each shape on a thread of its own, while the CPU tokenizes; `join` waits for it
+    (the backbone must not run on two threads at once: a reader may rearrange the model while it runs)."""
+
+    def __init__(self, reader: Reader, device: torch.device, dtype, shapes: list[tuple[int, int]], pad_id: int):
+        self.seconds = 0.0
+
+        self.error: BaseException | None = None
+
+        def run():
+            started = time.perf_counter()
+            try:
+                for rows, width in shapes:
+                    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+                    run_backbone(reader, device, ids, torch.ones_like(ids), dtype)
+                if device.type == "cuda":  # the setup is paid when the batches have run, not when queued
+                    torch.cuda.synchronize(device)
+            except BaseException as err:  # raised again on the main thread, where the pass would meet it too
+                self.error = err
+            self.seconds = time.perf_counter() - started
+
+        self.thread = threading.Thread(target=run, name="headtune-warm-up", daemon=True)
+        self.thread.start()
+
+    def join(self) -> float:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.seconds
 
 
 def _stats(shards: dict[int, dict[str, torch.Tensor]], n: int, padded: int, computed: int, start: float) -> PassStats:

@@ -153,6 +153,19 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     return LoadedModel(model.eval(), new_keys)
 
 
+def quantize_backbone(model: nn.Module) -> None:
+    """Dynamic int8 quantization of the backbone's Linear layers, in place (torch's own, on the CPU):
+    weights stored as int8, activations quantized per batch. Only the backbone pass uses it."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its successor (torchao); it still works
+        warnings.simplefilter("ignore")
+        quantized = quantize_dynamic(model.base_model, {nn.Linear}, dtype=torch.qint8)
+    setattr(model, model.base_model_prefix, quantized)
+
+
 def fallback_head(model: nn.Module, new_keys: set[str]) -> tuple[str, ...]:
     """An unregistered architecture's head: the top-level modules that loading left new."""
     modules = tuple(sorted({key.split(".")[0] for key in new_keys}))

@@ -23,7 +23,8 @@ from .checkpoint import Body, body_cache, body_of, own_head_keys, save_body, sav
 from .config import RunConfig
 from .data import Splits
 from .features import cached_features, extract_features, tokenize
-from .modeling import ConfigView, ModelSource, fallback_head, load_for_training, max_positions, unfreeze
+from .modeling import (ConfigView, ModelSource, fallback_head, load_for_training, max_positions,
+                       quantize_backbone, unfreeze)
 from .training import CachedInputs, FullModelInputs, Inputs
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,8 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
                 found, no_cache = dict.fromkeys(found), True
             elif not no_cache:
                 save_body(body_cache(cfg.features, ident), body)
+        if dtype is torch.qint8:  # after the body was taken: the saved model keeps its fp32 weights
+            quantize_backbone(loaded.model)
     clock["model"] = time.perf_counter()
 
     features, passes = {}, {}
@@ -94,7 +97,9 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
         log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
                  stats.seconds, stats.cached_shards, stats.computed_shards)
 
-    head = plan.new_head(config, len(splits.label_names), cfg.train.seed, pretrained_state=body.tensors).to(device)
+    # The head trains on the CPU, wherever the backbone ran: it is small, the features are host tensors anyway
+    # (cached), a run from the cache then never starts CUDA (~1-2 s), and every run gets the same head.
+    head = plan.new_head(config, len(splits.label_names), cfg.train.seed, pretrained_state=body.tensors)
     trainable = sum(p.numel() for p in head.parameters())
     frozen = body.parameters - plan.pretrained_left_out(config)
     log.info("model %s (%s, %s): %s trainable head parameters (%s), %s frozen%s", cfg.model.model, source.model_type,
@@ -103,7 +108,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     cache_key_parts = None if no_cache else {"identity": ident, "point": plan.point, "dtype": str(dtype or torch.float32),
                                              "shard_size": cfg.features.for_device(device.type).shard_size}
     return Prepared(
-        head, {name: CachedInputs(f, device) for name, f in features.items()}, passes,
+        head, {name: CachedInputs(f, torch.device("cpu")) for name, f in features.items()}, passes,
         {"trainable": trainable, "frozen": frozen, "head_modules": head.paths, "cached_features": True,
          "feature_point": plan.point, "family": family.name},
         True,
