@@ -24,7 +24,8 @@ def without_timings(metrics: dict) -> dict:
     for row in metrics["history"]:
         row.pop("seconds")
     for split in metrics["backbone_pass"].values():
-        split.pop("seconds", None)
+        for key in [k for k in split if k.endswith("seconds")]:
+            split.pop(key)
     return metrics
 
 
