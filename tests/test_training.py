@@ -225,3 +225,17 @@ def test_lr_schedule_is_applied_per_step(data):
     linear, constant = head_after("linear", 2), head_after("constant", 2)
     assert not all(torch.equal(linear[k], constant[k]) for k in linear)
     assert distance(linear) < distance(constant)
+
+
+def test_small_heads_train_on_one_thread_and_the_thread_count_is_restored(data, monkeypatch):
+    import headtune.training as training
+
+    seen = []
+    real = training._train
+    monkeypatch.setattr(training, "_train", lambda *a, **k: seen.append(torch.get_num_threads()) or real(*a, **k))
+    before = torch.get_num_threads()
+    train_head(_head(), data["train"], data["validation"], data["test"], Task(2), TrainConfig(epochs=1), [0.01])
+    big = Chain([("dense", nn.Linear(2048, 2048)), ("classifier", nn.Linear(2048, 2))])
+    wide = Labelled(CachedInputs(torch.randn(64, 2048), CPU), np.arange(64) % 2)
+    train_head(big, wide, None, wide, Task(2), TrainConfig(epochs=1, keep="last"), [0.01])
+    assert seen == [1, before] and torch.get_num_threads() == before

@@ -59,8 +59,9 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict:
         pooling_name = "native"
 
     splits = load_splits(cfg.data)
+    held = "held out of train" if splits.validation_source == "train" else "the dataset's own"
     sizes = f"{len(splits.train.texts):,} train / " + (
-        f"{len(splits.validation.texts):,} validation ({splits.validation_source}) / " if splits.validation else "") \
+        f"{len(splits.validation.texts):,} validation ({held}) / " if splits.validation else "") \
         + f"{len(splits.test.texts):,} test"
     log.info("data %s: %s texts; %s", cfg.data.dataset, sizes, describe_labels(splits.label_names))
     lrs = _learning_rates(cfg, splits, family is not None)
@@ -254,9 +255,9 @@ def _summary(metrics: dict, out, max_length: int) -> None:
     if any(cut.values()):
         log.info("truncated to --max-length %d: %s", max_length,
                  ", ".join(f"{n} of {metrics['data'][name]:,} {name} texts" for name, n in cut.items()))
-    how = ("an ordinary transformers checkpoint: pipeline('text-classification', model=...) loads it"
-           if metrics["loading"] == "ordinary" else
-           f"{metrics['pooling']} pooling needs headtune's modeling file: transformers loads it with "
-           f"trust_remote_code=True (headtune predict needs nothing)")
-    log.info("saved model/ (%s), metrics.json and images/ to %s in %.1fs", how, out,
-             metrics["timings_s"]["total_with_save"])
+    log.info("saved model/, metrics.json and images/ to %s in %.1fs", out, metrics["timings_s"]["total_with_save"])
+    if metrics["loading"] == "ordinary":
+        log.info("model/ is an ordinary transformers checkpoint: pipeline('text-classification', model=...) loads it")
+    else:
+        log.info("model/ holds headtune's modeling file for %s pooling: transformers loads it with "
+                 "trust_remote_code=True; headtune predict and evaluate load it as is", metrics["pooling"])
