@@ -3,7 +3,8 @@
 The backbone is frozen, so a text's features never change: they are computed once per
 split, in length-sorted batches filled up to a token budget (so almost no compute is
 spent on padding), and handed back in the texts' original order. Shards of the sorted
-order go to the on-disk cache as they finish, so an interrupted pass resumes.
+order go to the on-disk cache as they finish, so an interrupted pass resumes. The pass can
+also run in parts (`fill_cache` with a choice of shards), side by side, into one cache.
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ class PassStats:
     cached_shards: int
     computed_shards: int
     seconds: float
+
+    @classmethod
+    def combine(cls, parts: list[PassStats]) -> PassStats:
+        """One pass over a split from its parts over disjoint sets of its shards, run side by side (fill_cache's
+        statistics): the counts add up; the time is the longest part's."""
+        totals = {name: sum(getattr(p, name) for p in parts) for name in
+                  ("texts", "real_tokens", "padded_tokens", "truncated", "cached_shards", "computed_shards")}
+        return cls(**totals, seconds=max((p.seconds for p in parts), default=0.0))
 
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
@@ -174,7 +183,18 @@ def cached_features(point: str, texts: list[str], *, device: torch.device, max_l
     shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)}
     if any(shard is None for shard in shards.values()):  # damaged: the full pass recomputes those shards
         return None
-    return _assemble(shards, len(texts)), _stats(shards, len(texts), 0, 0, start)
+    return _assemble(shards, len(texts)), _stats(shards, 0, 0, start)
+
+
+def missing_shards(point: str, texts: list[str], *, device: torch.device, max_length: int, cfg: FeatureConfig,
+                   identity: dict, dtype: torch.dtype | None, shards: Callable[[int], bool] | None = None
+                   ) -> list[int]:
+    """The indices of the shards `shards` selects (all when None) that the cache lacks whole (a damaged file is
+    deleted): the shards fill_cache would compute. Needs no model."""
+    cfg = cfg.for_device(device.type)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    wanted = _selected(len(texts), cfg.shard_size, shards)
+    return wanted if cache is None else [i for i in wanted if cache.load(i, SHARD_TENSORS) is None]
 
 
 def extract_features(reader: Reader, device: torch.device, point: str, tokenizer, texts: list[str], *,
@@ -187,40 +207,86 @@ def extract_features(reader: Reader, device: torch.device, point: str, tokenizer
     """
     start = time.perf_counter()
     cfg = cfg.for_device(device.type)
-    n_shards = math.ceil(len(texts) / cfg.shard_size)
     cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
-    shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)} if cache else {}
-    missing = [i for i in range(n_shards) if shards.get(i) is None]
-    padded = 0
-    if missing:
-        tok = tokenize(tokenizer, texts, max_length)
-        lengths = np.array([len(x) for x in tok.ids])
-        plan = plan_pass(lengths, cfg.shard_size, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of)
-        todo = sum(len(batch) for i in missing for batch in plan[i])
-        bar = tqdm(total=todo, desc=f"backbone pass {split}".strip(), unit="text", disable=None, leave=False)
-        for i in missing:
-            chunks = []
-            for batch in plan[i]:
-                ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
-                padded += ids.numel()
-                # no copy back per batch: on a GPU that would wait for each batch before queueing the next
-                chunks.append(run_backbone(reader, device, ids, mask, dtype))
-                bar.update(len(batch))
-            index = np.concatenate(plan[i])
-            shards[i] = {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(index, dtype=torch.int64),
-                         "lengths": torch.as_tensor(lengths[index], dtype=torch.int32),
-                         "truncated": torch.as_tensor(tok.truncated[index], dtype=torch.uint8)}
-            if cache:
-                cache.save(i, shards[i])
-        bar.close()
-    return _assemble(shards, len(texts)), _stats(shards, len(texts), padded, len(missing), start)
+    shards, padded, computed = _pass(reader, device, tokenizer, texts, cache, cfg, max_length, dtype, split,
+                                     _selected(len(texts), cfg.shard_size, None))
+    return _assemble(shards, len(texts)), _stats(shards, padded, computed, start)
 
 
-def _stats(shards: dict[int, dict[str, torch.Tensor]], n: int, padded: int, computed: int, start: float) -> PassStats:
-    lengths = torch.cat([s["lengths"] for s in shards.values()])
-    truncated = int(torch.cat([s["truncated"] for s in shards.values()]).sum())
-    return PassStats(n, int(lengths.sum()), padded, truncated, len(shards) - computed, computed,
-                     time.perf_counter() - start)
+def fill_cache(reader: Reader | None, device: torch.device, point: str, tokenizer, texts: list[str], *,
+               max_length: int, cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None, split: str = "",
+               shards: Callable[[int], bool] | None = None) -> PassStats:
+    """Compute the shards `shards` selects (all when None) that the cache lacks, and store them; the statistics
+    of the selected part of the pass (PassStats.combine adds up the parts of one split).
+
+    The features stay in the cache, for whoever reads the whole split. `reader` and `tokenizer` may be None when
+    missing_shards found nothing missing.
+    """
+    start = time.perf_counter()
+    cfg = cfg.for_device(device.type)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    if cache is None:
+        raise ValueError("fill_cache needs the feature cache (cfg.no_cache is set)")
+    found, padded, computed = _pass(reader, device, tokenizer, texts, cache, cfg, max_length, dtype, split,
+                                    _selected(len(texts), cfg.shard_size, shards))
+    return _stats(found, padded, computed, start)
+
+
+def _selected(n_texts: int, shard_size: int, shards: Callable[[int], bool] | None) -> list[int]:
+    return [i for i in range(math.ceil(n_texts / shard_size)) if shards is None or shards(i)]
+
+
+def _pass(reader: Reader | None, device: torch.device, tokenizer, texts: list[str], cache: FeatureCache | None,
+          cfg: FeatureConfig, max_length: int, dtype: torch.dtype | None, split: str, wanted: list[int]
+          ) -> tuple[dict[int, dict[str, torch.Tensor]], int, int]:
+    """The shards `wanted`, read from the cache where whole, the others computed (and cached, with a cache):
+    (shards, padded tokens the backbone ran, shards computed)."""
+    shards = {i: cache.load(i, SHARD_TENSORS) for i in wanted} if cache else {}
+    missing = [i for i in wanted if shards.get(i) is None]
+    padded = computed = 0
+    if not missing:
+        return shards, padded, computed
+    if reader is None or tokenizer is None:
+        raise ValueError(f"shards {missing} are not in the cache, and no backbone was given to compute them")
+    tok = tokenize(tokenizer, texts, max_length)
+    lengths = np.array([len(x) for x in tok.ids])
+    plan = plan_pass(lengths, cfg.shard_size, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of)
+    todo = sum(len(batch) for i in missing for batch in plan[i])
+    # -q (and every process but the main one) keeps headtune's log to warnings: the bar is no warning
+    quiet = logging.getLogger("headtune").level > logging.INFO
+    bar = tqdm(total=todo, desc=f"backbone pass {split}".strip(), unit="text", disable=True if quiet else None,
+               leave=False)
+    for i in missing:
+        # another run sharing the cache may have written this shard meanwhile: then it is used, not recomputed
+        found = cache.load(i, SHARD_TENSORS) if cache and cache.has(i) else None
+        if found is not None:
+            shards[i] = found
+            bar.update(sum(len(batch) for batch in plan[i]))
+            continue
+        chunks = []
+        for batch in plan[i]:
+            ids, mask = collate([tok.ids[j] for j in batch], tokenizer.pad_token_id or 0, cfg.pad_to_multiple_of)
+            padded += ids.numel()
+            # no copy back per batch: on a GPU that would wait for each batch before queueing the next
+            chunks.append(run_backbone(reader, device, ids, mask, dtype))
+            bar.update(len(batch))
+        index = np.concatenate(plan[i])
+        shards[i] = {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(index, dtype=torch.int64),
+                     "lengths": torch.as_tensor(lengths[index], dtype=torch.int32),
+                     "truncated": torch.as_tensor(tok.truncated[index], dtype=torch.uint8)}
+        computed += 1
+        if cache:
+            cache.save(i, shards[i])
+    bar.close()
+    return shards, padded, computed
+
+
+def _stats(shards: dict[int, dict[str, torch.Tensor]], padded: int, computed: int, start: float) -> PassStats:
+    """The statistics of a pass (or of a part of one) that ended with `shards`."""
+    texts = sum(len(s["lengths"]) for s in shards.values())
+    real = sum(int(s["lengths"].sum()) for s in shards.values())
+    truncated = sum(int(s["truncated"].sum()) for s in shards.values())
+    return PassStats(texts, real, padded, truncated, len(shards) - computed, computed, time.perf_counter() - start)
 
 
 def _assemble(shards: dict[int, dict[str, torch.Tensor]], n: int) -> torch.Tensor:
