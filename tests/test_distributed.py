@@ -59,8 +59,8 @@ def single(tmp_path_factory, tiny_models, data_dir) -> tuple[Path, Path]:
     """(output folder, cache) of the run of one process that the launched runs must match."""
     root = tmp_path_factory.mktemp("single")
     out, cache = root / "out", root / "cache"
-    done = launch([sys.executable, "-m", "headtune", *train_argv(tiny_models["distilbert"], data_dir, out, cache), "-q"],
-                  root)
+    argv = train_argv(tiny_models["distilbert"], data_dir, out, cache, "-q")
+    done = launch([sys.executable, "-m", "headtune", *argv], root)
     assert done.returncode == 0, done.stderr
     return out, cache
 
@@ -263,7 +263,8 @@ def test_a_part_with_nothing_missing_needs_no_backbone(backbone, tmp_path):
     stats = fill_cache(None, torch.device("cpu"), backbone.plan.point, None, TEXTS, max_length=32,
                        cfg=FeatureConfig(cache_dir=str(tmp_path), shard_size=4), identity=backbone.identity,
                        dtype=None, shards=Processes(1, 2).owns)
-    assert (stats.computed_shards, stats.cached_shards, stats.texts) == (0, 3, 4 + 4 + 1)  # shards 1, 3 and 5 (the last: 21 - 20 texts)
+    # shards 1, 3 and 5 (the last holds 21 - 20 texts)
+    assert (stats.computed_shards, stats.cached_shards, stats.texts) == (0, 3, 4 + 4 + 1)
 
 
 def test_a_shard_another_process_wrote_meanwhile_is_used(backbone, tmp_path):

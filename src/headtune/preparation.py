@@ -84,7 +84,8 @@ def _load_model(cfg: RunConfig, splits: Splits, source: ModelSource, family: Fam
 
 
 def _lacking(cfg: RunConfig, lacking: list[str]) -> str:
-    return f"'{cfg.model.model}' lacks backbone weights ({', '.join(lacking[:4]) + (', ...' if len(lacking) > 4 else '')})"
+    names = ", ".join(lacking[:4]) + (", ..." if len(lacking) > 4 else "")
+    return f"'{cfg.model.model}' lacks backbone weights ({names})"
 
 
 def _reader(loaded: LoadedModel, plan: HeadPlan, device: torch.device):
