@@ -11,7 +11,8 @@ __version__ = "0.1.0"
 def train(**settings) -> dict:
     """Run `headtune train` with settings named as its flags (`dataset=`, `model=`, `epochs=`, ...).
 
-    Returns the metrics that are also written to `<output_dir>/metrics.json`.
+    Returns the metrics that are also written to `<output_dir>/metrics.json`; in a run of several processes
+    (torchrun, accelerate launch) only the main process gets them, the others None.
     """
     from .config import RunConfig
     from .workflow import run

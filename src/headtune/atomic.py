@@ -1,18 +1,33 @@
 """Writing files so that a crash or kill leaves either the old state or the new one, never half of one.
 
-Temporary names carry the writer's process id, so leftovers of a killed run can be told
-from the files of a run still in progress and removed by the next run.
+Temporary names carry the writer's host and process id, `.<stem>.tmp-<pid>@<host>-<random>`, so that the
+leftovers of a killed writer can be told from the files of one still at work and removed by the next run.
+A cache folder may be shared by several processes, and by several machines (a network file system): a
+process id means something only on the host that wrote it, so another host's temporaries are removed only
+when they are so old that no writer can still be at work on them.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
+
+# Another host's temporary older than this is a leftover: writing one file (a cache shard, a model folder)
+# takes seconds to minutes, never a day. Its process cannot be asked, so its age is all there is to go by.
+FOREIGN_STALE_AFTER_S = 24 * 3600
+
+
+def _host() -> str:
+    # '@' and '-' delimit the name's parts (see temp_prefix); the random suffix tempfile adds has neither
+    return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname()) or "unknown"
 
 
 def temp_prefix(stem: str) -> str:
-    return f".{stem}.tmp-{os.getpid()}-"
+    return f".{stem}.tmp-{os.getpid()}@{_host()}-"
 
 
 def fsync_file(path: str | os.PathLike) -> None:
@@ -44,13 +59,24 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _stale(path: Path, writer: str, host: str, now: float) -> bool:
+    """Whether the temporary `path` written by `writer` ("<pid>@<host>") can no longer be finished."""
+    pid, at, written_on = writer.partition("@")
+    if at and written_on == host and pid.isdigit():
+        return not _alive(int(pid))
+    try:  # another host's, or a name this version cannot read: only its age tells
+        return now - path.lstat().st_mtime > FOREIGN_STALE_AFTER_S
+    except FileNotFoundError:  # its writer finished (renamed it) meanwhile
+        return False
+
+
 def remove_stale(folder: Path, stem: str) -> int:
-    """Delete temporaries named by temp_prefix(stem) whose writing process is gone; returns how many."""
-    removed = 0
-    marker = f".{stem}.tmp-"
+    """Delete temporaries named by temp_prefix(stem) whose writer is gone: on this host, a process that no
+    longer exists; on another host, one older than FOREIGN_STALE_AFTER_S. Returns how many."""
+    removed, marker, host, now = 0, f".{stem}.tmp-", _host(), time.time()
     for path in folder.glob(f"{marker}*") if folder.is_dir() else ():
-        pid = path.name[len(marker):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        writer = path.name[len(marker):].rpartition("-")[0]  # tempfile's random suffix follows the last '-'
+        if _stale(path, writer, host, now):
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed += 1
     return removed

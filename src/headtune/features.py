@@ -54,6 +54,16 @@ class PassStats:
     waited_seconds: float = 0.0  # the backbone waiting for a shard's tokens or for the warm-up
     warmup_seconds: float = 0.0  # running the pass's batch shapes once on dummy batches (GPU only)
 
+    @classmethod
+    def combine(cls, parts: list[PassStats]) -> PassStats:
+        """One pass over a split from its parts over disjoint sets of its shards, run side by side (fill_cache's
+        statistics): the counts add up; the time is the longest part's."""
+        totals = {name: sum(getattr(p, name) for p in parts) for name in
+                  ("texts", "real_tokens", "padded_tokens", "truncated", "cached_shards", "computed_shards")}
+        longest = {name: max((getattr(p, name) for p in parts), default=0.0)
+                   for name in ("seconds", "tokenize_seconds", "waited_seconds", "warmup_seconds")}
+        return cls(**totals, **longest)
+
 
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
     """Token ids without padding, truncated to max_length, and which texts were cut."""
@@ -199,62 +209,110 @@ def cached_features(point: str, texts: list[str], *, device: torch.device, max_l
     shards = {i: cache.load(i, SHARD_TENSORS) for i in range(n_shards)}
     if any(shard is None for shard in shards.values()):  # damaged: the full pass recomputes those shards
         return None
-    return _assemble(shards, len(texts)), _stats(shards, len(texts), 0, 0, start)
+    return _assemble(shards, len(texts)), _stats(shards, {}, start)
+
+
+def missing_shards(point: str, texts: list[str], *, device: torch.device, max_length: int, cfg: FeatureConfig,
+                   identity: dict, dtype: torch.dtype | None, shards: Callable[[int], bool] | None = None
+                   ) -> list[int]:
+    """The indices of the shards `shards` selects (all when None) that the cache lacks whole (a damaged file is
+    deleted): the shards fill_cache would compute. Needs no model."""
+    cfg = cfg.for_device(device.type)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    wanted = _selected(len(texts), cfg.shard_size, shards)
+    return wanted if cache is None else [i for i in wanted if cache.load(i, SHARD_TENSORS) is None]
 
 
 def extract_features(reader: Reader, device: torch.device, point: str, tokenizer, texts: list[str], *,
                      max_length: int, cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None,
-                     split: str = "", shards: Callable[[int], bool] | None = None) -> tuple[torch.Tensor, PassStats]:
+                     split: str = "") -> tuple[torch.Tensor, PassStats]:
     """Features (len(texts), hidden) in the texts' order, from the cache where possible.
 
     `reader` runs the frozen backbone (in eval mode) on one batch on `device`; `point` names what it
-    returns, for the cache key. `shards`: which missing shards to compute (None: all of them).
+    returns, for the cache key.
     """
     start = time.perf_counter()
     cfg = cfg.for_device(device.type)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    shards, timing = _pass(reader, device, tokenizer, texts, cache, cfg, max_length, dtype, split,
+                           _selected(len(texts), cfg.shard_size, None))
+    return _assemble(shards, len(texts)), _stats(shards, timing, start)
+
+
+def fill_cache(reader: Reader | None, device: torch.device, point: str, tokenizer, texts: list[str], *,
+               max_length: int, cfg: FeatureConfig, identity: dict, dtype: torch.dtype | None, split: str = "",
+               shards: Callable[[int], bool] | None = None) -> PassStats:
+    """Compute the shards `shards` selects (all when None) that the cache lacks, and store them; the statistics
+    of the selected part of the pass (PassStats.combine adds up the parts of one split).
+
+    The features stay in the cache, for whoever reads the whole split. `reader` and `tokenizer` may be None when
+    missing_shards found nothing missing.
+    """
+    start = time.perf_counter()
+    cfg = cfg.for_device(device.type)
+    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
+    if cache is None:
+        raise ValueError("fill_cache needs the feature cache (cfg.no_cache is set)")
+    found, timing = _pass(reader, device, tokenizer, texts, cache, cfg, max_length, dtype, split,
+                          _selected(len(texts), cfg.shard_size, shards))
+    return _stats(found, timing, start)
+
+
+def _selected(n_texts: int, shard_size: int, shards: Callable[[int], bool] | None) -> list[int]:
+    return [i for i in range(math.ceil(n_texts / shard_size)) if shards is None or shards(i)]
+
+
+def _pass(reader: Reader | None, device: torch.device, tokenizer, texts: list[str], cache: FeatureCache | None,
+          cfg: FeatureConfig, max_length: int, dtype: torch.dtype | None, split: str, wanted: list[int]
+          ) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
+    """The shards `wanted`, read from the cache where whole, the others computed (and cached, with a cache):
+    (shards, timing: padded tokens the backbone ran, shards computed, tokenize / waited / warm-up seconds)."""
     order = shard_order(texts)
     rows_of = [order[s:s + cfg.shard_size] for s in range(0, len(texts), cfg.shard_size)]
-    cache = feature_cache(point, texts, max_length=max_length, cfg=cfg, identity=identity, dtype=dtype)
-    found = {i: cache.load(i, SHARD_TENSORS) for i in range(len(rows_of))} if cache else {}
-    missing = [i for i in range(len(rows_of)) if found.get(i) is None and (shards is None or shards(i))]
-    out = {i: shard for i, shard in found.items() if shard is not None}
-    timing = {"padded": 0, "tokenize": 0.0, "waited": 0.0, "warmup": 0.0}
-    if missing:
-        # a GPU pays each new batch shape's setup once: shapes get one dummy batch while the first shard tokenizes
-        shaped = device.type == "cuda"
-        longest = min(max_length, len(texts[rows_of[missing[0]][0]]) + 2)  # >= 1 character per token
-        warm = _WarmUp(reader, device, dtype, _shapes(longest, cfg), tokenizer.pad_token_id or 0) if shaped else None
-        bar = tqdm(total=sum(len(rows_of[i]) for i in missing), desc=f"backbone pass {split}".strip(), unit="text",
-                   disable=None, leave=False)
-        with ThreadPoolExecutor(1) as pool:
-            def tokens(i):
-                started = time.perf_counter()
-                tok = tokenize(tokenizer, [texts[j] for j in rows_of[i]], max_length)
-                return tok, time.perf_counter() - started
+    shards = {i: cache.load(i, SHARD_TENSORS) for i in wanted} if cache else {}
+    missing = [i for i in wanted if shards.get(i) is None]
+    timing = {"padded": 0, "computed": 0, "tokenize": 0.0, "waited": 0.0, "warmup": 0.0}
+    if not missing:
+        return shards, timing
+    if reader is None or tokenizer is None:
+        raise ValueError(f"shards {missing} are not in the cache, and no backbone was given to compute them")
+    pad_id = tokenizer.pad_token_id or 0
+    # a GPU pays each new batch shape's setup once: shapes get one dummy batch while the first shard tokenizes
+    shaped = device.type == "cuda"
+    longest = min(max_length, len(texts[rows_of[missing[0]][0]]) + 2)  # at least one character per token
+    warm = _WarmUp(reader, device, dtype, _shapes(longest, cfg), pad_id) if shaped else None
+    # -q (and every process but the main one) keeps headtune's log to warnings: the bar is no warning
+    quiet = logging.getLogger("headtune").level > logging.INFO
+    bar = tqdm(total=sum(len(rows_of[i]) for i in missing), desc=f"backbone pass {split}".strip(), unit="text",
+               disable=True if quiet else None, leave=False)
 
-            pending = pool.submit(tokens, missing[0])
-            for n, i in enumerate(missing):
-                waiting = time.perf_counter()
-                tok, seconds = pending.result()
-                if n + 1 < len(missing):
-                    pending = pool.submit(tokens, missing[n + 1])
-                if warm is not None:
-                    timing["warmup"] = warm.join()
-                    warm = None
-                timing["waited"] += time.perf_counter() - waiting
-                timing["tokenize"] += seconds
-                out[i] = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, tokenizer.pad_token_id or 0,
-                                    shaped, timing)
-                bar.update(len(rows_of[i]))
+    def tokens(i: int):
+        started = time.perf_counter()
+        return tokenize(tokenizer, [texts[j] for j in rows_of[i]], max_length), time.perf_counter() - started
+
+    with ThreadPoolExecutor(1) as pool:  # the next shard tokenizes while this one runs
+        pending = pool.submit(tokens, missing[0])
+        for n, i in enumerate(missing):
+            waiting = time.perf_counter()
+            tok, seconds = pending.result()
+            if n + 1 < len(missing):
+                pending = pool.submit(tokens, missing[n + 1])
+            if warm is not None:
+                timing["warmup"] = warm.join()
+                warm = None
+            timing["waited"] += time.perf_counter() - waiting
+            timing["tokenize"] += seconds
+            # another run sharing the cache may have written this shard meanwhile: then it is used, not recomputed
+            found = cache.load(i, SHARD_TENSORS) if cache and cache.has(i) else None
+            if found is None:
+                found = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, pad_id, shaped, timing)
+                timing["computed"] += 1
                 if cache:
-                    cache.save(i, out[i])
-        bar.close()
-    if shards is not None and len(out) < len(rows_of):  # this process's share only: the rest is another's
-        return None, None
-    stats = _stats(out, len(texts), timing["padded"], len(missing), start)
-    stats.tokenize_seconds, stats.waited_seconds, stats.warmup_seconds = (
-        round(timing[k], 3) for k in ("tokenize", "waited", "warmup"))
-    return _assemble(out, len(texts)), stats
+                    cache.save(i, found)
+            shards[i] = found
+            bar.update(len(rows_of[i]))
+    bar.close()
+    return shards, timing
 
 
 def _run_shard(reader: Reader, device: torch.device, dtype, tok: Tokenized, rows: np.ndarray, cfg: FeatureConfig,
@@ -313,11 +371,14 @@ class _WarmUp:
         return self.seconds
 
 
-def _stats(shards: dict[int, dict[str, torch.Tensor]], n: int, padded: int, computed: int, start: float) -> PassStats:
-    lengths = torch.cat([s["lengths"] for s in shards.values()])
-    truncated = int(torch.cat([s["truncated"] for s in shards.values()]).sum())
-    return PassStats(n, int(lengths.sum()), padded, truncated, len(shards) - computed, computed,
-                     time.perf_counter() - start)
+def _stats(shards: dict[int, dict[str, torch.Tensor]], timing: dict, start: float) -> PassStats:
+    """The statistics of a pass (or of a part of one) that ended with `shards`."""
+    texts = sum(len(s["lengths"]) for s in shards.values())
+    real = sum(int(s["lengths"].sum()) for s in shards.values())
+    truncated = sum(int(s["truncated"].sum()) for s in shards.values())
+    computed = timing.get("computed", 0)
+    return PassStats(texts, real, timing.get("padded", 0), truncated, len(shards) - computed, computed,
+                     time.perf_counter() - start, *(round(timing.get(k, 0.0), 3) for k in ("tokenize", "waited", "warmup")))
 
 
 def _assemble(shards: dict[int, dict[str, torch.Tensor]], n: int) -> torch.Tensor:

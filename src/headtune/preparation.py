@@ -2,7 +2,9 @@
 
 A registered architecture (`prepare_cached`) has its features read from the cache, or computed in one
 backbone pass and cached; its head is headtune's standalone copy of the head (architectures.HeadPlan).
-The model is loaded only if something it alone can give is missing from the cache. Any other
+The model is loaded only if something it alone can give is missing from the cache. The pass can also run
+in parts beforehand (`fill_cache_part`: the shards a predicate selects, stored in the cache), after which
+`prepare_cached` finds everything there. Any other
 architecture (`prepare_full_model`) trains its own new head modules in place, the whole frozen model
 running on token batches every epoch: slower, and one learning rate only.
 """
@@ -22,8 +24,9 @@ from .architectures import Family, HeadPlan, Reading, backbone_features
 from .checkpoint import Body, body_cache, body_of, own_head_keys, save_body, save_checkpoint, save_tokenizer
 from .config import RunConfig
 from .data import Splits
-from .features import cached_features, extract_features, tokenize
-from .modeling import (ConfigView, ModelSource, fallback_head, load_for_training, max_positions,
+from .errors import HeadtuneError
+from .features import PassStats, cached_features, extract_features, fill_cache, missing_shards, tokenize
+from .modeling import (ConfigView, LoadedModel, ModelSource, fallback_head, load_for_training, max_positions,
                        quantize_backbone, unfreeze)
 from .training import CachedInputs, FullModelInputs, Inputs
 
@@ -43,6 +46,20 @@ class Prepared:
     features: dict | None  # where the features came from (cache key parts), for headtune.json
 
 
+@dataclass
+class Filled:
+    """What fill_cache_part did: the statistics of its part of each split's pass, and whether it loaded the model."""
+
+    passes: dict[str, PassStats]
+    model_loaded: bool
+
+    @classmethod
+    def combine(cls, parts: list[Filled]) -> Filled:
+        """The parts, over disjoint sets of shards, as one pass."""
+        return cls({name: PassStats.combine([part.passes[name] for part in parts]) for name in parts[0].passes},
+                   any(part.model_loaded for part in parts))
+
+
 def split_texts(splits: Splits) -> dict[str, list[str]]:
     texts = {"train": splits.train.texts, "test": splits.test.texts}
     if splits.validation is not None:
@@ -54,11 +71,64 @@ def problem_type(splits: Splits) -> str:
     return "multi_label_classification" if splits.multi_label else "single_label_classification"
 
 
+def _load_model(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
+                device: torch.device) -> tuple[object, LoadedModel, list[str]]:
+    """(tokenizer, the loaded model on `device`, the backbone weights its checkpoint lacks)."""
+    tokenizer, _ = source.checked()
+    loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer, reading.class_config,
+                               problem_type(splits))
+    loaded.model.to(device)
+    # initialised at random from the seed: features would depend on it, so none may be cached
+    lacking = sorted(loaded.new_keys - own_head_keys(family, loaded.model.config))
+    return tokenizer, loaded, lacking
+
+
+def _lacking(cfg: RunConfig, lacking: list[str]) -> str:
+    names = ", ".join(lacking[:4]) + (", ..." if len(lacking) > 4 else "")
+    return f"'{cfg.model.model}' lacks backbone weights ({names})"
+
+
+def _reader(loaded: LoadedModel, plan: HeadPlan, device: torch.device):
+    model = loaded.model
+    frozen = _on(plan.frozen(model.config, model.state_dict()), device)
+    return functools.partial(backbone_features, model, plan, frozen)
+
+
+def fill_cache_part(cfg: RunConfig, splits: Splits, source: ModelSource, body: Body | None, family: Family,
+                    reading: Reading, device: torch.device, dtype: torch.dtype | None, shards: Callable[[int], bool],
+                    store_body: bool) -> Filled:
+    """Compute the cache shards `shards` selects, of every split, that the cache lacks, and store them; with
+    `store_body`, store the model's body too when `body` (the cached one) is None. The model is loaded only
+    if something is missing. Needs the cache: the features are left there, for prepare_cached to read."""
+    plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
+    texts = split_texts(splits)
+    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, identity=source.identity(), dtype=dtype)
+    missing = {name: missing_shards(plan.point, split, device=device, shards=shards, **lookup)
+               for name, split in texts.items()}
+    tokenizer = reader = loaded = None
+    if any(missing.values()) or (store_body and body is None):
+        tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
+        if lacking:
+            raise HeadtuneError(f"{_lacking(cfg, lacking)}, initialised at random from --seed, so its features are "
+                                f"never cached, and several processes share features through the cache: run it in "
+                                f"one process")
+        if store_body and body is None:
+            save_body(body_cache(cfg.features, source.identity()),
+                      body_of(loaded.model, family, tokenizer, max_positions(loaded.model, tokenizer)))
+        if dtype is torch.qint8:  # after the body was taken: the saved model keeps its fp32 weights
+            quantize_backbone(loaded.model)
+        reader = _reader(loaded, plan, device)
+    passes = {name: fill_cache(reader, device, plan.point, tokenizer, split, split=name, shards=shards, **lookup)
+              for name, split in texts.items()}
+    return Filled(passes, loaded is not None)
+
+
 def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Body | None, config: ConfigView,
                    family: Family, reading: Reading, device: torch.device, dtype: torch.dtype | None,
-                   clock: dict) -> Prepared:
+                   clock: dict, filled: Filled | None = None) -> Prepared:
     """`body`: the model's body from the cache, if it was there. The model (and transformers) is loaded only
-    when the body or some features are missing."""
+    when the body or some features are missing. `filled`: what fill_cache_part did beforehand (its parts
+    combined), reported as the backbone pass."""
     plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
     ident = source.identity()
     texts = split_texts(splits)
@@ -66,16 +136,12 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     found = {name: cached_features(plan.point, split, **lookup) for name, split in texts.items()}
     loaded, no_cache = None, cfg.features.no_cache
     if body is None or not all(found.values()):
-        tokenizer, _ = source.checked()
-        loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer, reading.class_config,
-                                   problem_type(splits))
-        loaded.model.to(device)
+        tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
         if body is None:
             body = body_of(loaded.model, family, tokenizer, max_positions(loaded.model, tokenizer))
-            lacking = sorted(loaded.new_keys - own_head_keys(family, loaded.model.config))
-            if lacking:  # initialised at random from the seed: features would depend on it, so none is cached
-                log.warning("'%s' lacks backbone weights (%s), initialised at random from --seed; its features are "
-                            "not cached", cfg.model.model, ", ".join(lacking[:4]) + (", ..." if len(lacking) > 4 else ""))
+            if lacking:
+                log.warning("%s, initialised at random from --seed; its features are not cached",
+                            _lacking(cfg, lacking))
                 found, no_cache = dict.fromkeys(found), True
             elif not no_cache:
                 save_body(body_cache(cfg.features, ident), body)
@@ -86,17 +152,18 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     features, passes = {}, {}
     for name, split in texts.items():
         if found[name] is None:
-            model = loaded.model
-            frozen = _on(plan.frozen(model.config, model.state_dict()), device)
-            reader = functools.partial(backbone_features, model, plan, frozen)
-            found[name] = extract_features(reader, device, plan.point, source.checked()[0], split,
-                                           max_length=cfg.model.max_length, cfg=replace(cfg.features, no_cache=no_cache),
-                                           identity=ident, dtype=dtype, split=name)
+            found[name] = extract_features(_reader(loaded, plan, device), device, plan.point, source.checked()[0],
+                                           split, max_length=cfg.model.max_length,
+                                           cfg=replace(cfg.features, no_cache=no_cache), identity=ident, dtype=dtype,
+                                           split=name)
         features[name], stats = found[name]
+        if filled is not None and stats.computed_shards == 0:  # the pass ran before, in parts: report it
+            stats = filled.passes[name]
         passes[name] = vars(stats)
         log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
                  stats.seconds, stats.cached_shards, stats.computed_shards)
 
+    model_loaded = loaded is not None or (filled is not None and filled.model_loaded)
     # The head trains on the CPU, wherever the backbone ran: it is small, the features are host tensors anyway
     # (cached), a run from the cache then never starts CUDA (~1-2 s), and every run gets the same head.
     head = plan.new_head(config, len(splits.label_names), cfg.train.seed, pretrained_state=body.tensors)
@@ -104,7 +171,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     frozen = body.parameters - plan.pretrained_left_out(config)
     log.info("model %s (%s, %s): %s trainable head parameters (%s), %s frozen%s", cfg.model.model, source.model_type,
              family.name, f"{trainable:,}", ", ".join(head.paths), f"{frozen:,}",
-             "" if loaded else "; features and body from the cache")
+             "" if model_loaded else "; features and body from the cache")
     cache_key_parts = None if no_cache else {"identity": ident, "point": plan.point, "dtype": str(dtype or torch.float32),
                                              "shard_size": cfg.features.for_device(device.type).shard_size}
     return Prepared(
@@ -113,7 +180,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
          "feature_point": plan.point, "family": family.name},
         True,
         lambda folder, trained: save_checkpoint(folder, body, trained, plan, splits.label_names, problem_type(splits)),
-        loaded is not None, "ordinary" if reading.own_head else "trust_remote_code", cache_key_parts)
+        model_loaded, "ordinary" if reading.own_head else "trust_remote_code", cache_key_parts)
 
 
 def _on(module: nn.Module | None, device: torch.device) -> nn.Module | None:

@@ -1,7 +1,14 @@
 """`headtune train`, stage by stage: data -> features (one backbone pass, or the cache) -> head training
-(learning rates and epochs chosen on the validation split) -> calibration -> metrics -> artifacts."""
+(learning rates and epochs chosen on the validation split) -> calibration -> metrics -> artifacts.
+
+Started as several processes (torchrun, accelerate launch; distributed.py says which one this is), every
+process checks the settings, the model and the data as one does, then computes its share of the cache shards
+the cache lacks. Once all have, the main process goes on as a single process would, its features and the
+model's body now all in the cache, and the others return, having written nothing but their shards.
+"""
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -11,17 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__, pooling
+from . import __version__, distributed, pooling
 from .architectures import family_of
 from .calibration import fit_temperature, tune_threshold
 from .config import RunConfig
 from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
-from .features import autocast_dtype, resolve_device
+from .features import autocast_dtype
 from .modelcard import model_card
 from .checkpoint import body_cache, load_body
 from .modeling import ConfigView, ModelSource, check_max_length, file_sha256
-from .preparation import Prepared, prepare_cached, prepare_full_model, problem_type
+from .preparation import Filled, Prepared, fill_cache_part, prepare_cached, prepare_full_model, problem_type
 from .report import charts_for, check_output_dir, write_artifacts
 from .saved import write_settings
 from .scoring import fold_temperature, majority_share, metric_names, probabilities, score
@@ -32,11 +39,37 @@ log = logging.getLogger(__name__)
 FALLBACK_LR = 3e-2  # --lr auto on an architecture without an entry: one rate (its head cannot be stacked)
 
 
-def run(cfg: RunConfig, config_file: str | None = None) -> dict:
+def run(cfg: RunConfig, config_file: str | None = None) -> dict | None:
     """Train the head as `cfg` says, write the artifacts, and return the metrics (as in metrics.json).
-    `config_file`: the --config file the settings came from, if any (recorded in metrics.json)."""
+    `config_file`: the --config file the settings came from, if any (recorded in metrics.json).
+
+    In a run of several processes, only the main one trains and returns the metrics; the others return None once
+    their share of the backbone pass is in the cache."""
+    if distributed.launched_processes() > 1 and cfg.features.no_cache:  # before joining the others: fail at once
+        raise HeadtuneError(f"--no-cache cannot be used with {distributed.launched_processes()} processes: they share "
+                            f"the backbone's features through the feature cache; drop --no-cache (--cache-dir "
+                            f"chooses where it goes), or run one process")
+    processes = distributed.current()
+    with _warnings_only(not processes.main):  # the main process speaks for the run
+        return _run(cfg, config_file, processes)
+
+
+@contextlib.contextmanager
+def _warnings_only(quiet: bool):
+    logger = logging.getLogger("headtune")
+    saved = logger.level
+    if quiet and logger.getEffectiveLevel() == logging.INFO:  # --debug stays --debug
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Processes) -> dict | None:
     clock = {"start": time.perf_counter()}
-    check_output_dir(cfg.output.output_dir, cfg.output.overwrite)  # before any slow work
+    if processes.main:  # before any slow work; only the main process writes there (on its own machine)
+        check_output_dir(cfg.output.output_dir, cfg.output.overwrite)
     # folder, weights, tokenizer, --max-length: checked before the data is read. A model whose body is cached was
     # checked when it was stored, so its checks need no tokenizer, and transformers is not even imported.
     source = ModelSource(cfg.model)
@@ -57,6 +90,10 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict:
                     "(native), not the %s pooling of its sentence-transformers configuration", source.model_type,
                     pooling_name)
         pooling_name = "native"
+    if family is None and processes.several:
+        raise HeadtuneError(f"model type '{source.model_type}' has no headtune entry (`headtune models` lists them), "
+                            f"so its features are not cached, and several processes share their work through the "
+                            f"cache: run it in one process")
 
     splits = load_splits(cfg.data)
     held = "held out of train" if splits.validation_source == "train" else "the dataset's own"
@@ -67,11 +104,24 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict:
     lrs = _learning_rates(cfg, splits, family is not None)
     clock["data"] = time.perf_counter()
 
-    device = resolve_device(cfg.model.device)
+    device = processes.device(cfg.model.device)
     dtype = autocast_dtype(device, cfg.model.precision)
     if family is not None:
-        prep = prepare_cached(cfg, splits, source, body, config, family, family.reading(config, pooling_name), device,
-                              dtype, clock)
+        reading, filled = family.reading(config, pooling_name), None
+        if processes.several:
+            part = fill_cache_part(cfg, splits, source, body, family, reading, device, dtype, processes.owns,
+                                   store_body=processes.main)
+            log.debug("process %d of %d: computed %s%s", processes.rank, processes.world_size,
+                      ", ".join(f"{name} {stats.computed_shards} of {stats.cached_shards + stats.computed_shards} "
+                                f"shards" for name, stats in part.passes.items()),
+                      "; loaded the model" if part.model_loaded else "")
+            processes.barrier()  # every shard of every split, and the body, are in the cache now
+            parts = processes.gather(part)
+            if not processes.main:
+                return None
+            filled = Filled.combine(parts)
+            body = body or load_body(body_cache(cfg.features, source.identity()))
+        prep = prepare_cached(cfg, splits, source, body, config, family, reading, device, dtype, clock, filled)
     else:
         prep = prepare_full_model(cfg, splits, source, device, clock)
     clock["features"] = time.perf_counter()
@@ -84,7 +134,7 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict:
     finish = _finish(cfg, result, labelled, task, prep.stackable, splits)
     clock["finish"] = time.perf_counter()
 
-    metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype)
+    metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype, processes.world_size)
     metrics["config_file"] = config_file
     title = (f"{_short_name(cfg.model.model)} head-only on {_short_name(cfg.data.dataset)} "
              f"({len(splits.train.texts):,} train / {len(splits.test.texts):,} test)")
@@ -172,7 +222,7 @@ def _brief(scores: dict | None) -> dict | None:
 
 
 def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult, finish: dict, task: Task,
-             pooling_name: str, device, dtype) -> dict:
+             pooling_name: str, device, dtype, processes: int) -> dict:
     scores = finish["scores"]
     test = scores["test"]
     return {
@@ -207,7 +257,8 @@ def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult
         "config": asdict(cfg),
         "environment": {"headtune": __version__, "torch": torch.__version__, "device": str(device),
                         "autocast": str(dtype) if dtype else "fp32", "threads": torch.get_num_threads(),
-                        "python": platform.python_version(), "model_loaded": prep.model_loaded},
+                        "python": platform.python_version(), "model_loaded": prep.model_loaded,
+                        "processes": processes},
     }
 
 
