@@ -400,10 +400,11 @@ def run_seed_style(model_path: str, train_texts: list[str], train_labels: np.nda
 
     `train_budget_s` (budget mode, for runs too long for the time available): training stops after that many
     seconds of training steps, the evaluation of the random head runs on the first `eval_sample` test texts
-    only, no other evaluation runs, and the full run's time is extrapolated from what ran: training at the
-    measured seconds per step (the first step's one-time cost counted once) over every step of every epoch,
-    evaluations at the measured seconds per padded token over every evaluation's padded tokens (exact: the
-    evaluation order is fixed). Returns every measured part.
+    only, no other evaluation runs, and the full run's time is extrapolated from what ran: training as measured
+    plus the skipped steps at the mean time of the steps after the first,
+    evaluations at the steady seconds per padded token (the sample evaluated a second time) over every
+    evaluation's padded tokens (exact: the evaluation order is fixed), the first evaluation's one-time setup
+    counted once. Returns every measured part.
     """
     from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
@@ -494,7 +495,7 @@ def run_seed_style(model_path: str, train_texts: list[str], train_labels: np.nda
         evaluations = 2 + epochs  # the random head, after every epoch, after training
         first_step = step_times[1] - step_times[0] if len(step_times) > 1 else 0.0
         later = (step_times[-1] - step_times[1]) / (len(step_times) - 2) if len(step_times) > 2 else first_step
-        train_full = first_step + later * (out["steps_total"] - 1)
+        train_full = train_s + later * (out["steps_total"] - len(steps_done))  # as measured, plus the steps skipped
         # the first evaluation as measured (its one-time setup once), every other padded token at the steady rate
         eval_full = eval_s + per_token * (full_eval_tokens * evaluations - eval_tokens)
         out.update(eval_sample_texts=len(eval_set), eval_sample_padded_tokens=eval_tokens,
@@ -505,3 +506,64 @@ def run_seed_style(model_path: str, train_texts: list[str], train_labels: np.nda
                    # (the repeated sample evaluation, which the real run does not do, is taken out)
                    extra_s=train_full + eval_full - train_s - eval_s - eval_again_s)
     return out
+
+
+# --------------------------------------------------------------------------- the peer: sentence-transformers + LR
+
+def sentence_transformers_and_logistic_regression(model_dir: str, data: dict, *, max_length: int, batch_size: int,
+                                                  max_iter: int, device: torch.device) -> dict:
+    """What a GPU user would run instead of headtune: `SentenceTransformer(folder)` (a plain transformers folder
+    gets mean pooling), bf16 on a GPU (`model.to(torch.bfloat16)`; fp32 on a CPU), `encode` of each split with
+    its own length sorting, then scikit-learn LogisticRegression on the train embeddings, predicting test.
+    `data`: {"train": (texts, labels), "test": (texts, labels)}. Times import, load, encode, fit and predict."""
+    import warnings
+
+    from headtune.metrics import classification_metrics
+
+    start = time.perf_counter()
+    from sentence_transformers import SentenceTransformer
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    import_s = time.perf_counter() - start
+    started = time.perf_counter()
+    model = SentenceTransformer(model_dir, device=str(device))
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model.to(dtype)
+    model.max_seq_length = max_length
+    load_s = time.perf_counter() - started
+    counted = {"real": 0, "padded": 0}
+
+    def count(module, positional, kwargs):  # the Transformer module's input: a dict of the batch's tensors
+        features = positional[0] if positional else kwargs.get("features", {})
+        ids, mask = features.get("input_ids"), features.get("attention_mask")
+        if ids is not None:
+            counted["padded"] += ids.numel()
+            counted["real"] += int(mask.sum()) if mask is not None else ids.numel()
+
+    model[0].register_forward_pre_hook(count, with_kwargs=True)  # it calls its model's forward directly: no hooks
+    embeddings = {}
+    synchronize(device)
+    started = time.perf_counter()
+    for name, (texts, _) in data.items():
+        encoded = model.encode(texts, batch_size=batch_size, show_progress_bar=False, convert_to_tensor=True)
+        embeddings[name] = encoded.float().cpu().numpy()
+    synchronize(device)
+    encode_s = time.perf_counter() - started
+    started = time.perf_counter()
+    classifier = LogisticRegression(max_iter=max_iter, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        classifier.fit(embeddings["train"], data["train"][1])
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    predictions = classifier.predict(embeddings["test"])
+    predict_s = time.perf_counter() - started
+    return {"import_s": import_s, "load_s": load_s, "encode_s": encode_s, "fit_s": fit_s, "predict_s": predict_s,
+            "in_process_s": time.perf_counter() - start, "dtype": str(dtype), "batch_size": batch_size,
+            "pooling": "mean (SentenceTransformer's default for a plain transformers folder)",
+            "real_tokens": counted["real"], "padded_tokens": counted["padded"],
+            "lbfgs_iterations": int(np.max(classifier.n_iter_)),
+            "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+            **classification_metrics(np.asarray(data["test"][1]), predictions,
+                                     int(max(np.max(data["train"][1]), np.max(data["test"][1]))) + 1)}
