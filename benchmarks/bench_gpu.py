@@ -242,12 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.model_dir is None:
             args.model_dir = str(common.save_random_distilbert(work / "distilbert-random",
                                                                args.tokenizer or common.minilm_path(), args.seed))
-        report = measure(args, device, data, child_argv, work)
-    write_report(args, device, report)
+        report = measure(args, device, data, child_argv, work, lambda partial: save(args, device, partial, False))
+    print_report(report, device)
+    path = save(args, device, report, complete=True)
+    plot(json.loads(path.read_text()), path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png').name}")
     return 0
 
 
-def measure(args: argparse.Namespace, device: torch.device, data: dict, child_argv: list[str], work: Path) -> dict:
+def measure(args: argparse.Namespace, device: torch.device, data: dict, child_argv: list[str], work: Path,
+            checkpoint=lambda report: None) -> dict:
+    """The four sections in order; `checkpoint(report)` after each, so what ran survives a time limit."""
     on_gpu = device.type == "cuda"
     texts = data["train"][0] + data["test"][0]
     tokenizer, model = load_model(args.model_dir, args.max_length, device)
@@ -286,6 +291,8 @@ def measure(args: argparse.Namespace, device: torch.device, data: dict, child_ar
         "warmup_s": stats.warmup_seconds, "compute_s": compute, "pass_stats": vars(stats),
         "wall": speed(wall, real, padded, work_done, peak), "compute": speed(compute, real, padded, work_done, peak)}
 
+    checkpoint(report)
+
     # (b) the old way, in a fresh process of its own
     if "old-way" not in args.skip:
         common.log("(b) the old way: tokenize everything first, then the pass without warm-up (fresh process)")
@@ -294,6 +301,7 @@ def measure(args: argparse.Namespace, device: torch.device, data: dict, child_ar
         old["total"] = speed(old["total_s"], real, padded, work_done, peak)
         report["old_way"] = old
         common.log(f"(b) tokenize {old['tokenize_s']:.2f} s + pass {old['pass_s']:.2f} s = {old['total_s']:.2f} s")
+        checkpoint(report)
 
     # (c) the same batches again: every shape is set up now
     if "steady" not in args.skip:
@@ -304,6 +312,7 @@ def measure(args: argparse.Namespace, device: torch.device, data: dict, child_ar
             common.log(f"(c) steady repeat {repeat + 1}/{args.repeats}: {result.seconds:.2f} s")
         report["steady"] = {"runs_s": runs, **speed(statistics.median(runs), real, padded, work_done, peak)}
     report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if on_gpu else None
+    checkpoint(report)
 
     # (d) the peer, in a fresh process of its own
     if "sentence-transformers" not in args.skip:
@@ -314,21 +323,20 @@ def measure(args: argparse.Namespace, device: torch.device, data: dict, child_ar
     return report
 
 
-def write_report(args: argparse.Namespace, device: torch.device, report: dict) -> None:
-    print_report(report, device)
+def save(args: argparse.Namespace, device: torch.device, report: dict, complete: bool) -> Path:
     host = common.host_kind(device)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"gpu_{host}.json"
     dtype = autocast_dtype(device, args.precision)
     common.write_json(path, {
-        "benchmark": "gpu_backbone_pass", "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "gpu_backbone_pass", "complete": complete,
+        "written_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": shlex.join([sys.executable, *sys.argv]), "host_kind": host,
         "environment": common.environment(device),
         "settings": {**{k: (str(v) if isinstance(v, (Path, set)) else v) for k, v in vars(args).items()},
                      "autocast": str(dtype) if dtype else "fp32"},
         "results": report})
-    plot(json.loads(path.read_text()), path.with_suffix(".png"))
-    print(f"wrote {path} and {path.with_suffix('.png').name}")
+    return path
 
 
 def print_report(r: dict, device: torch.device) -> None:
@@ -406,7 +414,9 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xlim(0, max(sum(p[1] for p in row[1]) for row in rows) * 1.5)
     ax.set_xlabel("seconds, lower is better")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"{result['environment'].get('gpu', result['host_kind'])}: random DistilBERT-base over "
+    shape = r["flops"]
+    ax.set_title(f"{result['environment'].get('gpu', result['host_kind'])}: random DistilBERT "
+                 f"({shape['layers']} layers, width {shape['hidden']}) over "
                  f"{r['texts']:,} IMDb texts, max length {result['settings']['max_length']}, "
                  f"{result['settings']['autocast']}, {r['batch_shapes']} batch shapes", fontsize=9)
     fig.tight_layout()

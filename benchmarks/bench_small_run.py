@@ -493,8 +493,8 @@ def bar_chart(results: dict[str, Result], title: str, path: Path) -> None:
 # --------------------------------------------------------------------------- main
 
 def run_systems(s: Settings, headtune_splits: Splits, num_labels: int, systems: list[str],
-                plans: dict[str, common.SplitPlan] | None, argv: list[str], keep: Path | None = None
-                ) -> dict[str, Result]:
+                plans: dict[str, common.SplitPlan] | None, argv: list[str], keep: Path | None = None,
+                after_each=lambda results: None) -> dict[str, Result]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="headtune-bench-") as tmp:
         work = Path(tmp)
@@ -509,6 +509,7 @@ def run_systems(s: Settings, headtune_splits: Splits, num_labels: int, systems: 
             results[system] = runners[system]()
             results[system].details["load_average_at_start"] = load
             common.log(f"{system}: {results[system].wall_s:.1f} s")
+            after_each(results)
         if keep is not None and (work / "headtune-output").is_dir():
             shutil.copytree(work / "headtune-output", keep, dirs_exist_ok=True)
     return results
@@ -575,8 +576,31 @@ def main(argv: list[str] | None = None) -> int:
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     child_argv = list(sys.argv[1:] if argv is None else argv)
+    host = common.host_kind(device)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.out_dir / f"small_run_{host}.json", args.out_dir / f"small_run_{host}.png"
+
+    def save(results: dict[str, Result], complete: bool) -> None:
+        common.write_json(json_path, {
+            "benchmark": "small_run", "complete": complete, "started_utc": started,
+            "command": shlex.join([sys.executable, *sys.argv]), "host_kind": host,
+            "environment": common.environment(device), "settings": asdict(s),
+            "samples": {"seed-style and encode+sklearn": {"train": len(splits.train.texts),
+                                                          "test": len(splits.test.texts)},
+                        "headtune": {name: len(t) for name, t in split_texts(headtune_splits).items()}},
+            "systems": list(results), "results": {k: asdict(v) for k, v in results.items()},
+            "ratio_to_headtune_cold": {k: ratio(v.wall_s, results["headtune-cold"].wall_s)
+                                       for k, v in results.items()} if "headtune-cold" in results else {},
+            "headtune_stages_s": {k: v.details["stages_s"] for k, v in results.items() if k.startswith("headtune")},
+            "targets": check_targets(results, device.type), "throughput": throughput(results, plans, flops, s.trimmed),
+            "floor_batches_match_headtune": plan_check(results, plans),
+            "floor_plan": {"padded_tokens": sum(p.padded_tokens for p in plans.values()),
+                           "shapes": sum(p.shapes for p in plans.values())} if plans else None,
+            "chart": png_path.name})
+
+    # the JSON is rewritten after every system: what ran so far survives a time limit on the whole run
     results = run_systems(s, headtune_splits, len(splits.label_names), args.systems, plans, child_argv,
-                          args.keep_headtune_output)
+                          args.keep_headtune_output, lambda done: save(done, complete=False))
     targets = check_targets(results, device.type)
     rates = throughput(results, plans, flops, s.trimmed)
     matches = plan_check(results, plans)
@@ -596,25 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(r.details.get("same_texts") is False for r in results.values()):
         print("\nWARNING: headtune trained on other texts than the benchmark's sample; the comparison is void")
 
-    host = common.host_kind(device)
     title = (f"{model_label(s.model)} head-only on IMDb {s.train_size:,}/{s.test_size:,}, max length {s.max_length}, "
              f"{s.epochs} epochs, {host}")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out_dir / f"small_run_{host}.json", args.out_dir / f"small_run_{host}.png"
     bar_chart(results, title, png_path)
-    common.write_json(json_path, {
-        "benchmark": "small_run", "started_utc": started, "command": shlex.join([sys.executable, *sys.argv]),
-        "host_kind": host, "environment": common.environment(device), "settings": asdict(s),
-        "samples": {"seed-style and encode+sklearn": {"train": len(splits.train.texts), "test": len(splits.test.texts)},
-                    "headtune": {name: len(t) for name, t in split_texts(headtune_splits).items()}},
-        "systems": list(results), "results": {k: asdict(v) for k, v in results.items()},
-        "ratio_to_headtune_cold": {k: ratio(v.wall_s, results["headtune-cold"].wall_s) for k, v in results.items()}
-        if "headtune-cold" in results else {},
-        "headtune_stages_s": {k: v.details["stages_s"] for k, v in results.items() if k.startswith("headtune")},
-        "targets": targets, "throughput": rates, "floor_batches_match_headtune": matches,
-        "floor_plan": {"padded_tokens": sum(p.padded_tokens for p in plans.values()),
-                       "shapes": sum(p.shapes for p in plans.values())} if plans else None,
-        "chart": png_path.name})
+    save(results, complete=True)
     print(f"\nwrote {json_path} and {png_path}")
     return 0
 
