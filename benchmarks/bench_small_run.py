@@ -4,12 +4,12 @@ On one stratified, seeded IMDb sample (4,000 train / 2,000 test by default), the
 same settings, it runs in turn:
 
   seed-style      transformers Trainer, backbone frozen: the backbone re-runs every epoch and evaluation
-  encode+sklearn  one length-sorted backbone pass, then scikit-learn LogisticRegression on the features
-  headtune-cold   `headtune train` as a subprocess, with an empty feature cache
-  headtune-warm   the same command again, features from the cache
-  floor           one bare forward pass over exactly the batches headtune runs: the work nobody can skip
+  encode+sklearn  one length-sorted full forward pass (headtune's pooling), then scikit-learn LogisticRegression
+  headtune-cold   `python -m headtune train` with its defaults, as a subprocess, with an empty feature cache
+  headtune-warm   the same command again, features and model body from the cache
+  floor           one bare full forward pass over exactly the batches headtune runs: the work nobody can skip
 
-then prints a table and the targets, and writes benchmarks/results/small_run_<host>.{json,png}.
+then prints a table, headtune's stages, the targets, and writes benchmarks/results/small_run_<host>.{json,png}.
 See benchmarks/README.md for how to read the numbers.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -35,16 +36,17 @@ import _common as common
 from headtune.cache import texts_digest
 from headtune.config import LR_SCHEDULES, DataConfig, FeatureConfig, TrainConfig
 from headtune.data import Splits, load_splits
-from headtune.features import autocast_dtype, resolve_device, tokenize
-from headtune.heads import HEADS, head_spec
+from headtune.features import autocast_dtype, resolve_device
 from headtune.metrics import classification_metrics
-from headtune.modeling import freeze_backbone
 
 SYSTEMS = ("seed-style", "encode+sklearn", "headtune-cold", "headtune-warm", "floor")
 # Systems timed as a fresh interpreter, as `headtune train` is: interpreter start, imports, reading the data
 # and loading the model count for every end-to-end system alike. Only the floor is timed in-process.
 IN_CHILD = ("seed-style", "encode+sklearn")
 ACCURACY_SLACK = 0.01  # "within 1 point": headtune may be at most one percentage point less accurate
+SEED_STYLE_LR = 3e-2  # headtune's fixed rate before --lr auto (chosen by tune_head.py); Trainer needs one rate
+WARM_LIMIT = {"cpu": 0.05, "cuda": 0.25}  # the issue's "warm <= x of cold", per device
+WARM_SECONDS = 5.0  # the CPU target "warm run <= 5 s"
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,22 @@ class Settings:
 
     model: str
     dataset: str
-    train_size: int
+    train_size: int  # the training sample; headtune holds --val-fraction of it out as its validation split
     test_size: int
     max_length: int
     epochs: int
     batch_size: int
-    lr: float
-    lr_schedule: str  # "linear" or "constant", in headtune and in Trainer alike
-    seed: int
+    seed: int  # the sample's seed (headtune's --sample-seed) and seed-style's / LogisticRegression's seed
+    seed_style_lr: float
+    seed_style_lr_schedule: str
     device: str
-    max_tokens_per_batch: int  # headtune's defaults: the floor must run headtune's batches
+    pooling: str  # what headtune's --pooling auto reads for this model; encode+sklearn and the floor read it too
+    trimmed: bool  # headtune's own pass runs the last layer for the first token only (the cls reading)
+    max_tokens_per_batch: int  # headtune's defaults on the device: the floor runs headtune's batches
     shard_size: int
     pad_to_multiple_of: int
+    filled_batches: bool  # on CUDA headtune fills a batch's rows up to a full batch of its width
+    val_fraction: float  # headtune's default: the share of the training sample it holds out
     sklearn_max_iter: int
     floor_repeats: int
 
@@ -78,16 +84,6 @@ class Result:
     real_tokens: int | None  # token positions the backbone processed, without and with padding
     padded_tokens: int | None
     details: dict = field(default_factory=dict)
-
-
-@dataclass
-class SplitPlan:
-    """One split as headtune's pass sees it: token ids, lengths, batches (text indices), width multiple."""
-
-    ids: list[list[int]]
-    lengths: np.ndarray
-    batches: list[np.ndarray]
-    multiple: int  # headtune's --pad-to-multiple-of
 
 
 # --------------------------------------------------------------------------- arguments
@@ -104,9 +100,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--epochs", type=int, default=train.epochs)
     parser.add_argument("--batch-size", type=int, default=train.batch_size)
-    parser.add_argument("--lr", type=float, default=train.lr)
-    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=train.lr_schedule)
-    parser.add_argument("--seed", type=int, default=train.seed)
+    parser.add_argument("--seed", type=int, default=DataConfig().sample_seed,
+                        help="Seed of the sample (headtune's --sample-seed), of seed-style and of LogisticRegression.")
+    parser.add_argument("--seed-style-lr", type=float, default=SEED_STYLE_LR,
+                        help="seed-style's learning rate (Trainer trains one rate; headtune runs --lr auto).")
+    parser.add_argument("--seed-style-lr-schedule", choices=LR_SCHEDULES, default=train.lr_schedule,
+                        help="seed-style's lr_scheduler_type (default: linear, Trainer's default).")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N, for every system.")
     parser.add_argument("--sklearn-max-iter", type=int, default=2000,
                         help="LogisticRegression max_iter; enough for lbfgs to converge on these features.")
@@ -133,51 +132,33 @@ def parse_systems(parser: argparse.ArgumentParser, text: str) -> list[str]:
 
 
 def make_settings(args: argparse.Namespace, sizes: tuple[int, int], device: torch.device) -> Settings:
-    features = FeatureConfig().for_device(device.type)  # headtune's batching defaults on this device
-    return Settings(model=args.model or common.minilm_path(), dataset=args.dataset, train_size=sizes[0],
-                    test_size=sizes[1], max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, lr_schedule=args.lr_schedule, seed=args.seed, device=str(device),
-                    max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
-                    pad_to_multiple_of=features.pad_to_multiple_of,
-                    sklearn_max_iter=args.sklearn_max_iter, floor_repeats=args.floor_repeats)
-
-
-# --------------------------------------------------------------------------- shared pieces of the systems
-
-def load_frozen_classifier(s: Settings, num_labels: int):
-    """Tokenizer, and a sequence-classification model with a fresh head and everything else frozen.
-
-    Plain transformers loading, as a notebook does it; headtune's registry only names the head modules,
-    so every system trains (or reads features for) the same head.
-    """
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(s.model)
-    torch.manual_seed(s.seed)  # the new head is initialised from the global RNG
-    model, info = AutoModelForSequenceClassification.from_pretrained(s.model, num_labels=num_labels,
-                                                                     output_loading_info=True)
-    spec = head_spec(model, set(info.get("missing_keys", ())))
-    freeze_backbone(model, spec)
-    return model.to(s.device), tokenizer, spec
-
-
-def check_feature_systems(s: Settings, systems: list[str]) -> None:
-    """encode+sklearn and the floor read the features before the head: refuse before any slow work
-    when headtune has no head mapping for this architecture (it would fall back to full-model training)."""
     from transformers import AutoConfig
 
-    needs = [x for x in systems if x in ("encode+sklearn", "floor")]
-    model_type = AutoConfig.from_pretrained(s.model).model_type if needs else None
-    if needs and model_type not in HEADS:
-        raise SystemExit(f"bench_small_run: {' and '.join(needs)} need headtune's cached-feature head mapping, "
-                         f"which model type '{model_type}' lacks; leave them out with --systems")
+    model = args.model or common.minilm_path()
+    features = FeatureConfig().for_device(device.type)  # headtune's batching defaults on this device
+    plan = common.head_plan(AutoConfig.from_pretrained(model), model)
+    return Settings(model=model, dataset=args.dataset, train_size=sizes[0], test_size=sizes[1],
+                    max_length=args.max_length, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                    seed_style_lr=args.seed_style_lr, seed_style_lr_schedule=args.seed_style_lr_schedule,
+                    device=str(device), pooling=plan.reading.name, trimmed=common.trimmed(plan),
+                    max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
+                    pad_to_multiple_of=features.pad_to_multiple_of, filled_batches=device.type == "cuda",
+                    val_fraction=DataConfig().val_fraction, sklearn_max_iter=args.sklearn_max_iter,
+                    floor_repeats=args.floor_repeats)
 
 
-def plan_split(tokenizer, texts: list[str], s: Settings, shard_size: int | None) -> SplitPlan:
-    tok = tokenize(tokenizer, texts, s.max_length)
-    lengths = np.array([len(ids) for ids in tok.ids])
-    batches = common.headtune_batches(lengths, s.max_tokens_per_batch, shard_size, s.pad_to_multiple_of)
-    return SplitPlan(tok.ids, lengths, batches, s.pad_to_multiple_of)
+def feature_config(s: Settings) -> FeatureConfig:
+    return FeatureConfig(max_tokens_per_batch=s.max_tokens_per_batch, shard_size=s.shard_size,
+                         pad_to_multiple_of=s.pad_to_multiple_of)
+
+
+def load_sample(dataset: str, train_size: int | None, test_size: int | None, seed: int,
+                val_fraction: float = 0.0) -> Splits:
+    """The small-run sample. val_fraction=0: the whole training sample, what seed-style and encode+sklearn train
+    on; headtune's default holds a stratified 10 % of the same rows out as its validation split (the sample is
+    the same rows whatever --val-fraction is)."""
+    return load_splits(DataConfig(dataset=dataset, small_run=True, train_size=train_size, test_size=test_size,
+                                  sample_seed=seed, val_fraction=val_fraction))
 
 
 def score(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
@@ -187,84 +168,38 @@ def score(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[
 
 # --------------------------------------------------------------------------- the systems
 
-class TokenCounter:
-    """Counts the token positions every model forward receives: real (attention mask) and padded."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.real = self.padded = 0
-        self.handle = model.register_forward_pre_hook(self, with_kwargs=True)
-
-    def __call__(self, module, args, kwargs):
-        self.padded += kwargs["input_ids"].numel()
-        self.real += int(kwargs["attention_mask"].sum())
-
-
 def run_seed_style(s: Settings, splits: Splits, work: Path) -> Result:
-    """The notebook workflow: Trainer, frozen backbone, dynamic padding, evaluation every epoch.
-
-    The backbone re-runs on every training batch (with dropout, as Trainer puts the model in train
-    mode) and on every evaluation; that repeated work is what headtune's cached pass removes.
-    """
-    import datasets
-    from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    class EvaluationLog(TrainerCallback):
-        """One progress line per evaluation, instead of Trainer's dict dumps on stdout."""
-
-        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            common.log(f"seed-style: epoch {state.epoch or 0:g}: test accuracy {metrics['eval_accuracy']:.4f}")
-
-    num_labels = len(splits.label_names)
+    """The notebook workflow (see _common.run_seed_style): Trainer, frozen backbone, dynamic padding,
+    evaluation of the random head, after every epoch and after training."""
     start = time.perf_counter()
-    model, tokenizer, _ = load_frozen_classifier(s, num_labels)
-
-    def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=s.max_length)
-
-    data = {name: datasets.Dataset.from_dict({"text": split.texts, "label": split.labels.tolist()})
-            .map(encode, batched=True) for name, split in (("train", splits.train), ("test", splits.test))}
-
-    def compute_metrics(prediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return score(prediction.label_ids, logits.argmax(-1), num_labels)
-
-    args = TrainingArguments(
-        output_dir=str(work / "seed-style"), eval_strategy="epoch", save_strategy="no", report_to="none",
-        learning_rate=s.lr, lr_scheduler_type=s.lr_schedule, num_train_epochs=s.epochs, per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.batch_size, weight_decay=TrainConfig().weight_decay, seed=s.seed,
-        use_cpu=s.device == "cpu", disable_tqdm=True)
-    trainer = Trainer(model=model, args=args, train_dataset=data["train"], eval_dataset=data["test"],
-                      data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                      compute_metrics=compute_metrics, callbacks=[EvaluationLog()])
-    trainer.remove_callback(PrinterCallback)  # present because disable_tqdm=True
-    counter = TokenCounter(model)
-    before = trainer.evaluate()
-    trainer.train()
-    after = trainer.evaluate()
-    wall = time.perf_counter() - start
-    counter.handle.remove()
-    history = [{"epoch": e["epoch"], "accuracy": e["eval_accuracy"], "f1": e["eval_f1"]}
-               for e in trainer.state.log_history if "eval_accuracy" in e]
-    return Result("seed-style", wall, after["eval_accuracy"], after["eval_f1"], counter.real, counter.padded,
-                  {"before": {"accuracy": before["eval_accuracy"], "f1": before["eval_f1"]}, "evaluations": history,
-                   "lr_schedule": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type))})
+    out = common.run_seed_style(
+        s.model, splits.train.texts, splits.train.labels, splits.test.texts, splits.test.labels,
+        max_length=s.max_length, epochs=s.epochs, batch_size=s.batch_size, lr=s.seed_style_lr,
+        lr_schedule=s.seed_style_lr_schedule, seed=s.seed, device=s.device, work=work,
+        num_labels=len(splits.label_names))
+    return Result("seed-style", time.perf_counter() - start, out.pop("accuracy"), out.pop("f1"),
+                  out.pop("real_tokens"), out.pop("padded_tokens"), out)
 
 
 def run_encode_sklearn(s: Settings, splits: Splits) -> Result:
-    """Encode once in length-sorted batches (no cache, so no shards), then LogisticRegression."""
+    """Encode once with an ordinary full forward (headtune's pooling: MiniLM's mean of the last hidden states,
+    DistilBERT's first token), length-sorted batches over the whole split (no cache, so no shards), then
+    LogisticRegression."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     num_labels = len(splits.label_names)
     start = time.perf_counter()
-    model, tokenizer, spec = load_frozen_classifier(s, num_labels)
+    model, tokenizer, _ = common.load_frozen_classifier(s.model, num_labels, s.seed, s.device)
+    model.eval()
+    plan = common.head_plan(model, s.model)
+    reader = common.reader_of(model, plan, trim=False)  # a user's own script: the full forward
     dtype = autocast_dtype(model.device, "auto")  # headtune's default precision, so the features match
-    passes = {}
+    passes, tokenize_s = {}, 0.0
     for name, split in (("train", splits.train), ("test", splits.test)):
-        plan = plan_split(tokenizer, split.texts, s, shard_size=None)
-        # a user's own encode-once script: an ordinary full forward, in headtune's batches
-        passes[name] = common.backbone_pass(model, common.plain(spec), plan.ids, plan.batches,
-                                            tokenizer.pad_token_id or 0, dtype, plan.multiple)
+        split_plan = common.plan_split(tokenizer, split.texts, s.max_length, feature_config(s), shards=False)
+        tokenize_s += split_plan.tokenize_s
+        passes[name] = common.backbone_pass(reader, model.device, split_plan, tokenizer.pad_token_id or 0, dtype)
     fit_start = time.perf_counter()
     classifier = LogisticRegression(max_iter=s.sklearn_max_iter, random_state=s.seed)
     with warnings.catch_warnings(record=True) as caught:
@@ -276,24 +211,52 @@ def run_encode_sklearn(s: Settings, splits: Splits) -> Result:
     converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
     return Result("encode+sklearn", wall, metrics["accuracy"], metrics["f1"],
                   sum(p.real_tokens for p in passes.values()), sum(p.padded_tokens for p in passes.values()),
-                  {"backbone_seconds": sum(p.seconds for p in passes.values()),
+                  {"pooling": plan.reading.name, "tokenize_seconds": tokenize_s,
+                   "backbone_seconds": sum(p.seconds for p in passes.values()),
                    "fit_and_predict_seconds": time.perf_counter() - fit_start, "lbfgs_iterations": int(
                        np.max(classifier.n_iter_)), "converged": converged})
 
 
 def headtune_command(s: Settings, cache_dir: Path, output_dir: Path, overwrite: bool) -> list[str]:
-    """The real CLI, in a fresh interpreter: its import and model-load costs count, as a user pays them."""
-    command = [sys.executable, "-m", "headtune.cli", "train", "--dataset", s.dataset, "--model", s.model,
+    """The real CLI with its defaults, in a fresh interpreter: its import and model-load costs count, as a user
+    pays them. Only what the benchmark fixes is passed (sample, length, epochs, batch size, device)."""
+    command = [sys.executable, "-m", "headtune", "train", "--dataset", s.dataset, "--model", s.model,
                "--train-size", str(s.train_size), "--test-size", str(s.test_size),
                "--max-length", str(s.max_length), "--epochs", str(s.epochs), "--batch-size", str(s.batch_size),
-               "--lr", repr(s.lr), "--lr-schedule", s.lr_schedule, "--seed", str(s.seed), "--sample-seed", str(s.seed), "--device", s.device,
-               "--max-tokens-per-batch", str(s.max_tokens_per_batch), "--shard-size", str(s.shard_size),
-               "--pad-to-multiple-of", str(s.pad_to_multiple_of),
+               "--sample-seed", str(s.seed), "--device", s.device,
                "--cache-dir", str(cache_dir), "--output-dir", str(output_dir)]
     return command + (["--overwrite"] if overwrite else [])
 
 
-def run_headtune(s: Settings, splits: Splits, work: Path, warm: bool) -> Result:
+SAVED_LINE = re.compile(r"saved model/ .* in ([0-9.]+)s")
+
+
+def stages(wall: float, metrics: dict, log_text: str) -> dict:
+    """Where a headtune run's wall time went, from its metrics.json (`timings_s`, `backbone_pass`) and its log.
+
+    outside: interpreter start, imports and argument parsing before `workflow.run`'s clock starts, and the
+    interpreter's exit; save: writing model/, the charts and metrics.json (from the run's last log line, which
+    reports its total with the save; None if that line is missing). The features stage is the backbone pass
+    (or the cache read) of every split; tokenize is the pass's tokenizing, mostly on another thread while the
+    backbone ran, waited the time the backbone waited for tokens or the warm-up, warmup the GPU warm-up thread's
+    own time (overlapping the first shard's tokenizing).
+    """
+    timings, passes = metrics["timings_s"], metrics["backbone_pass"].values()
+    found = SAVED_LINE.findall(log_text)
+    with_save = float(found[-1]) if found else None
+    out = {"wall": wall, "outside": wall - (with_save or timings["total_before_save"]),
+           "data": timings.get("data"), "model": timings.get("model"), "features": timings.get("features"),
+           "features_backbone": sum(p.get("seconds", 0.0) for p in passes),
+           "features_tokenize": sum(p.get("tokenize_seconds", 0.0) for p in passes),
+           "features_waited": sum(p.get("waited_seconds", 0.0) for p in passes),
+           "features_warmup": sum(p.get("warmup_seconds", 0.0) for p in passes),
+           "train": timings.get("train"), "finish": timings.get("finish"),
+           "save": None if with_save is None else with_save - timings["total_before_save"],
+           "total_before_save": timings["total_before_save"], "total_with_save": with_save}
+    return {k: None if v is None else round(v, 3) for k, v in out.items()}
+
+
+def run_headtune(s: Settings, headtune_splits: Splits, work: Path, warm: bool) -> Result:
     system = "headtune-warm" if warm else "headtune-cold"
     cache_dir, output_dir = work / "headtune-cache", work / "headtune-output"
     command = headtune_command(s, cache_dir, output_dir, overwrite=warm)
@@ -304,51 +267,68 @@ def run_headtune(s: Settings, splits: Splits, work: Path, warm: bool) -> Result:
         # handler can set TOKENIZERS_PARALLELISM=false in a child, which would slow headtune's tokenizing.
         done = subprocess.run(command, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT)
         wall = time.perf_counter() - start
+    log_text = log_path.read_text()
     if done.returncode != 0:
-        tail = log_path.read_text().strip().splitlines()[-15:]
+        tail = log_text.strip().splitlines()[-15:]
         raise SystemExit(f"bench_small_run: {system} failed (exit {done.returncode}):\n" + "\n".join(tail))
     metrics = json.loads((output_dir / "metrics.json").read_text())
-    passes, timings = metrics["backbone_pass"], metrics["timings_s"]
-    # Costs the floor (timed in-process) is not timed for, shown so that ratio can be read fairly:
-    # outside headtune's own clock (metrics.json is written before the save finishes, so the save
-    # cannot be told apart): interpreter start, imports, saving model/ and charts; and its "data"
-    # stage: checking the model folder and reading and sampling the dataset.
-    fixed = {"outside_headtune_clock_s": round(wall - timings["total_before_save"], 3),
-             "data_stage_s": timings["data"]}
+    passes = metrics["backbone_pass"]
     return Result(system, wall, metrics["after"]["accuracy"], metrics["after"]["f1"],
                   sum(p["real_tokens"] for p in passes.values()), sum(p["padded_tokens"] for p in passes.values()),
-                  {"command": shlex.join(command), "backbone_pass": passes, "timings_s": timings,
-                   "costs_in_process_systems_skip": fixed,
+                  {"command": shlex.join(command), "stages_s": stages(wall, metrics, log_text),
+                   "backbone_pass": passes, "timings_s": metrics["timings_s"],
                    "backbone_seconds": sum(p["seconds"] for p in passes.values()),
-                   "same_texts": same_texts(cache_dir, splits), "history": metrics["history"],
-                   "model_loaded": metrics["environment"]["model_loaded"]})
+                   "pooling": metrics["pooling"], "lr": metrics["lr"]["chosen"], "kept_epoch": metrics["kept_epoch"],
+                   "data": metrics["data"], "same_texts": same_texts(cache_dir, headtune_splits),
+                   "history": metrics["history"], "model_loaded": metrics["environment"]["model_loaded"],
+                   "autocast": metrics["environment"]["autocast"], "log_tail": log_text.strip().splitlines()[-12:]})
+
+
+def split_texts(splits: Splits) -> dict[str, list[str]]:
+    texts = {"train": splits.train.texts}
+    if splits.validation is not None:
+        texts["validation"] = splits.validation.texts
+    texts["test"] = splits.test.texts
+    return texts
 
 
 def same_texts(cache_dir: Path, splits: Splits) -> bool:
-    """Whether headtune's cache holds exactly this benchmark's train and test texts (keys hash the texts)."""
+    """Whether headtune's cache holds exactly this benchmark's train, validation and test texts (keys hash them)."""
     cached = {json.loads(p.read_text()).get("texts") for p in cache_dir.glob("*/key.json")}  # bodies: no texts
-    return {texts_digest(splits.train.texts), texts_digest(splits.test.texts)} <= cached
+    return {texts_digest(t) for t in split_texts(splits).values()} <= cached
 
 
-def run_floor(s: Settings, splits: Splits, plans: dict[str, SplitPlan]) -> Result:
-    """Only the forward loop over headtune's batches is timed: model loaded, texts tokenized beforehand."""
-    model, tokenizer, spec = load_frozen_classifier(s, len(splits.label_names))
-    spec = common.plain(spec)  # the bare forward of the whole backbone, which headtune's pass trims
+def plan_headtune_pass(s: Settings, headtune_splits: Splits) -> tuple[dict[str, common.SplitPlan], common.EncoderFlops]:
+    """Headtune's tokens and batches for every split it passes (untimed), for the floor and the FLOP counts."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(s.model)
+    plans = {name: common.plan_split(tokenizer, texts, s.max_length, feature_config(s), filled=s.filled_batches)
+             for name, texts in split_texts(headtune_splits).items()}
+    return plans, common.EncoderFlops.from_config(AutoConfig.from_pretrained(s.model))
+
+
+def run_floor(s: Settings, num_labels: int, plans: dict[str, common.SplitPlan]) -> Result:
+    """Only the forward loop over headtune's batches is timed: model loaded, texts tokenized beforehand, and every
+    batch shape run once untimed first (the first forward of a shape pays one-off setup that is not backbone work:
+    kernel choice, allocator pools; on CPU one batch does it)."""
+    model, tokenizer, _ = common.load_frozen_classifier(s.model, num_labels, s.seed, s.device)
+    model.eval()
+    plan = common.head_plan(model, s.model)
+    reader = common.reader_of(model, plan, trim=False)  # the bare forward of the whole backbone
     dtype, pad_id = autocast_dtype(model.device, "auto"), tokenizer.pad_token_id or 0
-    # One untimed batch first: the first forward pays one-off setup (kernel choice, allocator pools)
-    # that is not backbone work.
-    common.backbone_pass(model, spec, plans["train"].ids, plans["train"].batches[:1], pad_id, dtype,
-                         plans["train"].multiple)
+    for name, p in plans.items():
+        warm = common.first_of_each_shape(p.batches) if s.device.startswith("cuda") else p.batches[:1]
+        common.backbone_pass(reader, model.device, p, pad_id, dtype, warm)
     runs = []
     for _ in range(s.floor_repeats):  # the fastest pass is the floor; the others only show the noise
-        passes = {name: common.backbone_pass(model, spec, p.ids, p.batches, pad_id, dtype, p.multiple)
-                  for name, p in plans.items()}
-        runs.append(passes)
+        runs.append({name: common.backbone_pass(reader, model.device, p, pad_id, dtype) for name, p in plans.items()})
     seconds = [sum(p.seconds for p in passes.values()) for passes in runs]
     passes = runs[int(np.argmin(seconds))]
     return Result("floor", min(seconds), None, None,
                   sum(p.real_tokens for p in passes.values()), sum(p.padded_tokens for p in passes.values()),
-                  {"batches": sum(p.batches for p in passes.values()), "seconds_per_repeat": seconds})
+                  {"batches": sum(p.batches for p in passes.values()), "seconds_per_repeat": seconds,
+                   "shapes": sum(p.shapes for p in plans.values())})
 
 
 # --------------------------------------------------------------------------- reading the results
@@ -357,53 +337,63 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or not b else a / b
 
 
-def check_targets(results: dict[str, Result]) -> list[dict]:
-    """The goals headtune is held to; a target whose systems did not run is reported as skipped."""
+def check_targets(results: dict[str, Result], device_type: str) -> list[dict]:
+    """The goals headtune is held to. `judged`: whether the target is the issue's for this device (on a GPU only
+    cold >= 4x seed-style and warm <= 25 % of cold are; the others are shown for information). A target whose
+    systems did not run is skipped."""
     cold = results.get("headtune-cold")
+    gpu = device_type == "cuda"
 
-    def target(name: str, needs: str, value, limit: float, passes) -> dict:
+    def target(name: str, needs: str, value, limit: float, passes, judged: bool = True) -> dict:
         ran = cold is not None and needs in results
         ok = bool(passes(value)) if ran and value is not None else None
-        return {"target": name, "value": value if ran else None, "limit": limit, "passed": ok}
+        return {"target": name, "value": value if ran else None, "limit": limit, "passed": ok, "judged": judged}
 
     def get(system: str, attr: str):
         return getattr(results[system], attr) if system in results else None
 
     def accuracy_gap(system: str):  # headtune minus the other, in points; may be positive
-        return None if cold is None or system not in results else 100 * (cold.accuracy - get(system, "accuracy"))
+        if cold is None or system not in results or get(system, "accuracy") is None:
+            return None
+        return 100 * (cold.accuracy - get(system, "accuracy"))
 
     wall = cold.wall_s if cold else None
+    warm_limit = WARM_LIMIT["cuda" if gpu else "cpu"]
     return [
         target("headtune cold >= 4x faster than seed-style", "seed-style",
                ratio(get("seed-style", "wall_s"), wall), 4.0, lambda v: v >= 4.0),
         target("headtune cold accuracy >= seed-style - 1 point", "seed-style",
-               accuracy_gap("seed-style"), -100 * ACCURACY_SLACK, lambda v: v >= -100 * ACCURACY_SLACK),
+               accuracy_gap("seed-style"), -100 * ACCURACY_SLACK, lambda v: v >= -100 * ACCURACY_SLACK, not gpu),
         target("headtune cold <= 1.0x encode+sklearn time", "encode+sklearn",
-               ratio(wall, get("encode+sklearn", "wall_s")), 1.0, lambda v: v <= 1.0),
+               ratio(wall, get("encode+sklearn", "wall_s")), 1.0, lambda v: v <= 1.0, not gpu),
         target("headtune cold accuracy >= encode+sklearn - 1 point", "encode+sklearn",
-               accuracy_gap("encode+sklearn"), -100 * ACCURACY_SLACK, lambda v: v >= -100 * ACCURACY_SLACK),
-        target("headtune cold <= 1.10x floor", "floor", ratio(wall, get("floor", "wall_s")), 1.10, lambda v: v <= 1.10),
-        target("headtune warm <= 5% of cold", "headtune-warm",
-               ratio(get("headtune-warm", "wall_s"), wall), 0.05, lambda v: v <= 0.05),
+               accuracy_gap("encode+sklearn"), -100 * ACCURACY_SLACK, lambda v: v >= -100 * ACCURACY_SLACK, not gpu),
+        target("headtune cold <= 1.10x floor", "floor", ratio(wall, get("floor", "wall_s")), 1.10,
+               lambda v: v <= 1.10, not gpu),
+        target(f"headtune warm <= {warm_limit:.0%} of cold", "headtune-warm",
+               ratio(get("headtune-warm", "wall_s"), wall), warm_limit, lambda v: v <= warm_limit),
         target("headtune padded tokens <= 1.05x real", "headtune-cold",
                ratio(get("headtune-cold", "padded_tokens"), get("headtune-cold", "real_tokens")), 1.05,
-               lambda v: v <= 1.05),
+               lambda v: v <= 1.05, not gpu),
+        target(f"headtune warm run <= {WARM_SECONDS:g} s (CPU target)", "headtune-warm",
+               get("headtune-warm", "wall_s"), WARM_SECONDS, lambda v: v <= WARM_SECONDS, not gpu),
     ]
 
 
-def throughput(results: dict[str, Result], plans: dict[str, SplitPlan] | None, flops: common.EncoderFlops | None
-               ) -> dict:
-    """Achieved backbone GFLOP/s of the floor and of headtune cold's pass (padded = work done, real = useful)."""
+def throughput(results: dict[str, Result], plans: dict[str, common.SplitPlan] | None,
+               flops: common.EncoderFlops | None, trimmed: bool) -> dict:
+    """Achieved backbone GFLOP/s of the floor (full forward) and of headtune cold's pass (its own FLOPs: the cls
+    reading trims the last layer), padded = work done, real = useful."""
     if plans is None or flops is None:
         return {}
     seconds = {"floor": getattr(results.get("floor"), "wall_s", None),
                "headtune-cold": results["headtune-cold"].details["backbone_seconds"]
                if "headtune-cold" in results else None}
-    out = {"model": flops.describe()}
+    out = {"model": flops.describe(), "headtune_trimmed": trimmed}
     for system, secs in seconds.items():
-        trimmed = system == "headtune-cold"  # its last layer runs the first token only
-        work = {"real": sum(flops.real(p.lengths, trimmed) for p in plans.values()),
-                "padded": sum(flops.padded(p.lengths, p.batches, trimmed, p.multiple) for p in plans.values())}
+        cut = trimmed and system == "headtune-cold"
+        work = {"real": sum(flops.real(p.lengths, cut) for p in plans.values()),
+                "padded": sum(flops.padded(p, cut) for p in plans.values())}
         if secs:
             out[system] = {"backbone_seconds": round(secs, 3), "gflop": {k: round(v / 1e9, 1) for k, v in work.items()},
                            "gflops_padded": round(work["padded"] / secs / 1e9, 2),
@@ -426,21 +416,33 @@ def format_table(results: dict[str, Result]) -> str:
     return "\n".join(rows)
 
 
-def format_fixed_costs(results: dict[str, Result]) -> str:
-    """What headtune cold's time includes and the floor's does not: read before comparing with it."""
-    cold = results.get("headtune-cold")
-    if cold is None:
+STAGE_COLUMNS = (("outside", "outside"), ("data", "data"), ("model", "model"), ("features", "features"),
+                 ("features_tokenize", "tokenize"), ("features_waited", "waited"), ("features_warmup", "warmup"),
+                 ("train", "train"), ("finish", "finish"), ("save", "save"), ("wall", "wall"))
+
+
+def format_stages(results: dict[str, Result]) -> str:
+    """headtune cold's and warm's wall seconds by stage (tokenize, waited and warmup are parts of features;
+    tokenize overlaps the backbone, so it is not added up)."""
+    runs = [r for name, r in results.items() if name.startswith("headtune")]
+    if not runs:
         return ""
-    c = cold.details["costs_in_process_systems_skip"]
-    return (f"headtune cold's time includes {sum(c.values()):.1f} s the floor is not timed for: "
-            f"{c['outside_headtune_clock_s']:.1f} s interpreter start, imports and saving model/, "
-            f"{c['data_stage_s']:.1f} s checking the model folder and reading the dataset")
+    header = f"{'headtune stages, s':<19}" + "".join(f"{label:>9}" for _, label in STAGE_COLUMNS)
+    rows = [header]
+    for r in runs:
+        st = r.details["stages_s"]
+        rows.append(f"{r.system:<19}" + "".join("        -" if st.get(k) is None else f"{st[k]:>9.2f}"
+                                                for k, _ in STAGE_COLUMNS))
+    rows.append("  outside: interpreter start, imports, exit; tokenize/waited/warmup: parts of features "
+                "(tokenize mostly overlaps the backbone); save: model/, charts, metrics.json")
+    return "\n".join(rows)
 
 
 def format_targets(targets: list[dict]) -> str:
     rows = ["targets"]
     for t in targets:
-        status = {True: "PASS", False: "FAIL", None: "skip"}[t["passed"]]
+        status = {True: "PASS", False: "FAIL", None: "skip"}[t["passed"]] if t["judged"] or t["passed"] is None \
+            else "info"
         value = "not run" if t["value"] is None else f"{t['value']:.3g}"
         rows.append(f"  {status}  {t['target']}: {value} (limit {t['limit']:g})")
     return "\n".join(rows)
@@ -490,22 +492,24 @@ def bar_chart(results: dict[str, Result], title: str, path: Path) -> None:
 
 # --------------------------------------------------------------------------- main
 
-def run_systems(s: Settings, splits: Splits, systems: list[str], plans: dict[str, SplitPlan] | None,
-                argv: list[str], keep: Path | None = None) -> dict[str, Result]:
+def run_systems(s: Settings, headtune_splits: Splits, num_labels: int, systems: list[str],
+                plans: dict[str, common.SplitPlan] | None, argv: list[str], keep: Path | None = None,
+                after_each=lambda results: None) -> dict[str, Result]:
     results = {}
     with tempfile.TemporaryDirectory(prefix="headtune-bench-") as tmp:
         work = Path(tmp)
         runners = {"seed-style": lambda: run_in_child("seed-style", argv, work),
                    "encode+sklearn": lambda: run_in_child("encode+sklearn", argv, work),
-                   "headtune-cold": lambda: run_headtune(s, splits, work, warm=False),
-                   "headtune-warm": lambda: run_headtune(s, splits, work, warm=True),
-                   "floor": lambda: run_floor(s, splits, plans)}
+                   "headtune-cold": lambda: run_headtune(s, headtune_splits, work, warm=False),
+                   "headtune-warm": lambda: run_headtune(s, headtune_splits, work, warm=True),
+                   "floor": lambda: run_floor(s, num_labels, plans)}
         for system in systems:
             load = common.load_average()
             common.log(f"{system}: running (1-min load average {load})")
             results[system] = runners[system]()
             results[system].details["load_average_at_start"] = load
             common.log(f"{system}: {results[system].wall_s:.1f} s")
+            after_each(results)
         if keep is not None and (work / "headtune-output").is_dir():
             shutil.copytree(work / "headtune-output", keep, dirs_exist_ok=True)
     return results
@@ -531,27 +535,19 @@ def run_in_child(system: str, argv: list[str], work: Path) -> Result:
 def run_child(args: argparse.Namespace, s: Settings, splits: Splits) -> int:
     """--child: run one system here and leave its Result for the parent, which times this process."""
     work = Path(tempfile.mkdtemp(prefix="headtune-bench-child-"))
-    result = run_seed_style(s, splits, work) if args.child == "seed-style" else run_encode_sklearn(s, splits)
-    args.child_result.write_text(json.dumps(asdict(result)))
+    try:
+        result = run_seed_style(s, splits, work) if args.child == "seed-style" else run_encode_sklearn(s, splits)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.child_result.write_text(json.dumps(asdict(result), default=str))
     return 0
 
 
-def plan_headtune_pass(s: Settings, splits: Splits) -> tuple[dict[str, SplitPlan], common.EncoderFlops]:
-    """Headtune's tokens and batches for both splits (untimed), for the floor and the FLOP counts."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(s.model)
-    plans = {name: plan_split(tokenizer, split.texts, s, s.shard_size)
-             for name, split in (("train", splits.train), ("test", splits.test))}
-    return plans, common.EncoderFlops.from_config(AutoConfig.from_pretrained(s.model))
-
-
-def plan_check(results: dict[str, Result], plans: dict[str, SplitPlan] | None) -> bool | None:
+def plan_check(results: dict[str, Result], plans: dict[str, common.SplitPlan] | None) -> bool | None:
     """Whether the floor's batches hold exactly the padded tokens headtune reported for its own pass."""
     if plans is None or "headtune-cold" not in results:
         return None
-    planned = sum(common.padded_tokens(p.lengths, p.batches, p.multiple) for p in plans.values())
-    return planned == results["headtune-cold"].padded_tokens
+    return sum(p.padded_tokens for p in plans.values()) == results["headtune-cold"].padded_tokens
 
 
 def model_label(model: str) -> str:
@@ -567,28 +563,52 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.quiet_libraries()
     device = resolve_device(args.device)
-    data_cfg = DataConfig(dataset=args.dataset, small_run=True, train_size=args.train_size, test_size=args.test_size,
-                          sample_seed=args.seed)
-    splits = load_splits(data_cfg)  # the one sample every system sees; headtune draws the same one
+    # the one sample every system sees: seed-style and encode+sklearn train on all of its training rows
+    splits = load_sample(args.dataset, args.train_size, args.test_size, args.seed)
     # sizes as drawn (--small-run caps them at a split's size), passed to headtune explicitly
     s = make_settings(args, (len(splits.train.texts), len(splits.test.texts)), device)
     if args.child:
         return run_child(args, s, splits)
-    check_feature_systems(s, args.systems)
+    # headtune's view of the same rows: train / validation (held out of the training sample) / test
+    headtune_splits = load_sample(args.dataset, args.train_size, args.test_size, args.seed, s.val_fraction)
     needs_plan = {"floor", "headtune-cold"} & set(args.systems)
-    plans, flops = plan_headtune_pass(s, splits) if needs_plan else (None, None)
+    plans, flops = plan_headtune_pass(s, headtune_splits) if needs_plan else (None, None)
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    child_argv = [a for a in (sys.argv[1:] if argv is None else argv)]
-    results = run_systems(s, splits, args.systems, plans, child_argv, args.keep_headtune_output)
-    targets = check_targets(results)
-    rates = throughput(results, plans, flops)
+    child_argv = list(sys.argv[1:] if argv is None else argv)
+    host = common.host_kind(device)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = args.out_dir / f"small_run_{host}.json", args.out_dir / f"small_run_{host}.png"
+
+    def save(results: dict[str, Result], complete: bool) -> None:
+        common.write_json(json_path, {
+            "benchmark": "small_run", "complete": complete, "started_utc": started,
+            "command": shlex.join([sys.executable, *sys.argv]), "host_kind": host,
+            "environment": common.environment(device), "settings": asdict(s),
+            "samples": {"seed-style and encode+sklearn": {"train": len(splits.train.texts),
+                                                          "test": len(splits.test.texts)},
+                        "headtune": {name: len(t) for name, t in split_texts(headtune_splits).items()}},
+            "systems": list(results), "results": {k: asdict(v) for k, v in results.items()},
+            "ratio_to_headtune_cold": {k: ratio(v.wall_s, results["headtune-cold"].wall_s)
+                                       for k, v in results.items()} if "headtune-cold" in results else {},
+            "headtune_stages_s": {k: v.details["stages_s"] for k, v in results.items() if k.startswith("headtune")},
+            "targets": check_targets(results, device.type), "throughput": throughput(results, plans, flops, s.trimmed),
+            "floor_batches_match_headtune": plan_check(results, plans),
+            "floor_plan": {"padded_tokens": sum(p.padded_tokens for p in plans.values()),
+                           "shapes": sum(p.shapes for p in plans.values())} if plans else None,
+            "chart": png_path.name})
+
+    # the JSON is rewritten after every system: what ran so far survives a time limit on the whole run
+    results = run_systems(s, headtune_splits, len(splits.label_names), args.systems, plans, child_argv,
+                          args.keep_headtune_output, lambda done: save(done, complete=False))
+    targets = check_targets(results, device.type)
+    rates = throughput(results, plans, flops, s.trimmed)
     matches = plan_check(results, plans)
 
     print(format_table(results))
     print()
-    if "headtune-cold" in results:
-        print(format_fixed_costs(results))
+    if any(name.startswith("headtune") for name in results):
+        print(format_stages(results))
         print()
     print(format_targets(targets))
     if rates:
@@ -596,24 +616,14 @@ def main(argv: list[str] | None = None) -> int:
         print(format_throughput(rates))
     if matches is False:
         print("\nWARNING: the floor's batches differ from headtune's pass (padded tokens disagree); "
-              "check that the benchmark passes headtune's --max-tokens-per-batch and --shard-size")
+              "check that the benchmark plans headtune's batches as headtune.features.extract_features does")
     if any(r.details.get("same_texts") is False for r in results.values()):
         print("\nWARNING: headtune trained on other texts than the benchmark's sample; the comparison is void")
 
-    host = common.host_kind(device)
     title = (f"{model_label(s.model)} head-only on IMDb {s.train_size:,}/{s.test_size:,}, max length {s.max_length}, "
              f"{s.epochs} epochs, {host}")
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, png_path = args.out_dir / f"small_run_{host}.json", args.out_dir / f"small_run_{host}.png"
     bar_chart(results, title, png_path)
-    common.write_json(json_path, {
-        "benchmark": "small_run", "started_utc": started, "command": shlex.join([sys.executable, *sys.argv]),
-        "host_kind": host, "environment": common.environment(device), "settings": asdict(s),
-        "systems": list(results), "results": {k: asdict(v) for k, v in results.items()},
-        "ratio_to_headtune_cold": {k: ratio(v.wall_s, results["headtune-cold"].wall_s) for k, v in results.items()}
-        if "headtune-cold" in results else {},
-        "targets": targets, "throughput": rates, "floor_batches_match_headtune": matches,
-        "chart": png_path.name})
+    save(results, complete=True)
     print(f"\nwrote {json_path} and {png_path}")
     return 0
 
