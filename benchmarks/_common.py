@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from headtune.architectures import HeadPlan, backbone_features, family_of  # noqa: E402
 from headtune.config import FeatureConfig  # noqa: E402
-from headtune.features import (batch_rows, collate, padded_width, plan_shard, run_backbone,  # noqa: E402
+from headtune.features import (collate, padded_width, plan_shard, run_backbone,  # noqa: E402
                                shard_order, tokenize)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +159,7 @@ def trimmed(plan: HeadPlan) -> bool:
 class Batch:
     index: np.ndarray  # text positions in the split, longest first
     width: int  # padded width: the longest row rounded up to the multiple
-    rows: int  # rows the backbone runs: len(index), or a full batch's rows where headtune fills the last batch
+    rows: int  # rows the backbone runs: len(index)
 
 
 @dataclass
@@ -186,15 +186,14 @@ class SplitPlan:
         return len({(b.rows, b.width) for b in self.batches})
 
 
-def plan_split(tokenizer, texts: list[str], max_length: int, cfg: FeatureConfig, *, shards: bool = True,
-               filled: bool = False) -> SplitPlan:
+def plan_split(tokenizer, texts: list[str], max_length: int, cfg: FeatureConfig, *, shards: bool = True
+               ) -> SplitPlan:
     """The batches of a pass over `texts`, with `cfg`'s batching settings (resolved for the device).
 
     shards=True is headtune's pass (`headtune.features.extract_features`): texts ordered by characters
     (`shard_order`), cut into shards of `cfg.shard_size`, each shard batched by exact token length
-    (`plan_shard`); filled=True adds what headtune does on CUDA: a batch's rows filled up to a full batch
-    of its width (`batch_rows`). shards=False plans the whole split at once, sorted by token length, with
-    no filling: an encode-once script's batches. Tokenizing (all texts at once here) is timed, not overlapped.
+    (`plan_shard`). shards=False plans the whole split at once, sorted by token length: an encode-once
+    script's batches. Tokenizing (all texts at once here) is timed, not overlapped.
     """
     start = time.perf_counter()
     tok = tokenize(tokenizer, texts, max_length)
@@ -210,8 +209,7 @@ def plan_split(tokenizer, texts: list[str], max_length: int, cfg: FeatureConfig,
         for positions in plan_shard(lengths[rows], cfg.max_tokens_per_batch, cfg.pad_to_multiple_of):
             index = rows[positions]
             width = padded_width(int(lengths[index].max()), cfg.pad_to_multiple_of)
-            full = batch_rows(width, cfg.max_tokens_per_batch) if filled else 0
-            batches.append(Batch(index, width, max(full, len(index))))
+            batches.append(Batch(index, width, len(index)))
     return SplitPlan(tok.ids, lengths, tok.truncated, batches, cfg.pad_to_multiple_of, tokenize_s)
 
 
@@ -228,8 +226,7 @@ def backbone_pass(reader, device: torch.device, plan: SplitPlan, pad_id: int, dt
                   batches: list[Batch] | None = None) -> PassResult:
     """Run the frozen backbone over the plan's batches as headtune's pass runs a batch, and time it.
 
-    Per batch, as in extract_features: collate (right padding to the multiple, filled rows where the plan
-    has them), `run_backbone` (pinned memory and non_blocking copies on CUDA, autocast to `dtype`), features
+    Per batch, as in extract_features: collate (right padding to the multiple), `run_backbone` (pinned memory and non_blocking copies on CUDA, autocast to `dtype`), features
     left on the device until the end. Tokenizing and planning are the caller's, outside the timer.
     """
     batches = plan.batches if batches is None else batches
@@ -237,9 +234,9 @@ def backbone_pass(reader, device: torch.device, plan: SplitPlan, pad_id: int, dt
     synchronize(device)
     start = time.perf_counter()
     for batch in batches:
-        ids, mask = collate([plan.ids[i] for i in batch.index], pad_id, plan.multiple, batch.rows)
+        ids, mask = collate([plan.ids[i] for i in batch.index], pad_id, plan.multiple)
         padded += ids.numel()
-        outs.append(run_backbone(reader, device, ids, mask, dtype)[: len(batch.index)])
+        outs.append(run_backbone(reader, device, ids, mask, dtype))
     features = None
     if outs:
         features = torch.empty((len(plan.ids), outs[0].shape[1]), dtype=outs[0].dtype)

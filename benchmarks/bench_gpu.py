@@ -6,10 +6,9 @@ fresh process, in this order, each its own timed section:
 
   (a) headtune's pass: `headtune.features.extract_features` with headtune's CUDA defaults and no cache, the
       first pass in the process: character-ordered shards tokenized on a thread while the previous shard
-      runs, a warm-up thread running every full batch shape once while the first shard tokenizes, filled
-      last batches. Reported: wall, and its tokenize / waited / warm-up seconds (PassStats).
+      runs. Reported: wall, and its tokenizing seconds (PassStats).
   (b) the old way, in a separate fresh subprocess (so it pays its own first-shape costs): every text
-      tokenized first, then one pass without the warm-up (extract_features with `_WarmUp` replaced and its
+      tokenized first, then one pass (extract_features with its
       `tokenize` handing back the pre-tokenized ids: monkeypatched here, not in src).
   (c) a steady repeat of (a)'s batches in the same process (every shape already set up): the speed a pass
       run many times would reach.
@@ -164,7 +163,7 @@ def headtune_pass(reader, device, plan, tokenizer, texts, args, dtype):
 # --------------------------------------------------------------------------- the child processes
 
 def child_old_way(args: argparse.Namespace, device: torch.device, texts: list[str]) -> dict:
-    """(b): tokenize every text first, then extract_features without the warm-up, handing it those tokens."""
+    """(b): tokenize every text first, then extract_features, handing it those tokens."""
     import headtune.features as features
 
     tokenizer, model = load_model(args.model_dir, args.max_length, device)
@@ -180,14 +179,7 @@ def child_old_way(args: argparse.Namespace, device: torch.device, texts: list[st
         index = [position[id(text)] for text in shard_texts]
         return features.Tokenized([everything.ids[i] for i in index], everything.truncated[index])
 
-    class NoWarmUp:  # the pass as it was before the warm-up thread
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def join(self) -> float:
-            return 0.0
-
-    features.tokenize, features._WarmUp = pretokenized, NoWarmUp
+    features.tokenize = pretokenized
     pass_s, stats = headtune_pass(reader, device, plan, tokenizer, texts, args, dtype)
     return {"tokenize_s": tokenize_s, "pass_s": pass_s, "total_s": tokenize_s + pass_s,
             "padded_tokens": stats.padded_tokens, "pass_stats": vars(stats)}
@@ -266,11 +258,10 @@ def measure(args: argparse.Namespace, device: torch.device, data: dict, child_ar
     # (a) headtune's pass, the first in this process
     common.log(f"(a) headtune's pass over {len(texts):,} texts on {device}, autocast {dtype or 'off (fp32)'}")
     wall, stats = headtune_pass(reader, device, plan, tokenizer, texts, args, dtype)
-    common.log(f"(a) {wall:.2f} s (tokenize {stats.tokenize_seconds:.2f} s, waited {stats.waited_seconds:.2f} s, "
-               f"warm-up {stats.warmup_seconds:.2f} s)")
+    common.log(f"(a) {wall:.2f} s (of which tokenizing {stats.tokenize_seconds:.2f} s)")
 
     # the same batches, planned here (untimed): the FLOP count, the shape count, and (c)'s batches
-    split_plan = common.plan_split(tokenizer, texts, args.max_length, cfg, filled=on_gpu)
+    split_plan = common.plan_split(tokenizer, texts, args.max_length, cfg)
     flops = common.EncoderFlops.from_config(model.config)
     cut = common.trimmed(plan)
     work_done = {"real": flops.real(split_plan.lengths, cut), "padded": flops.padded(split_plan, cut)}
@@ -282,20 +273,19 @@ def measure(args: argparse.Namespace, device: torch.device, data: dict, child_ar
         "batch_shapes": split_plan.shapes, "plan_matches_pass": padded == stats.padded_tokens,
         "pooling": plan.reading.name, "trimmed_last_layer": cut, "peak_tflops": peak,
         "batching": {"max_tokens_per_batch": cfg.max_tokens_per_batch, "shard_size": cfg.shard_size,
-                     "pad_to_multiple_of": cfg.pad_to_multiple_of, "filled_batches": on_gpu},
+                     "pad_to_multiple_of": cfg.pad_to_multiple_of},
         "flops": {**flops.describe(), "tflop_real": work_done["real"] / 1e12, "tflop_padded": work_done["padded"] / 1e12},
     }
-    compute = wall - stats.waited_seconds
+    compute = wall - stats.tokenize_seconds
     report["headtune_pass"] = {
-        "wall_s": wall, "tokenize_s": stats.tokenize_seconds, "waited_s": stats.waited_seconds,
-        "warmup_s": stats.warmup_seconds, "compute_s": compute, "pass_stats": vars(stats),
+        "wall_s": wall, "tokenize_s": stats.tokenize_seconds, "compute_s": compute, "pass_stats": vars(stats),
         "wall": speed(wall, real, padded, work_done, peak), "compute": speed(compute, real, padded, work_done, peak)}
 
     checkpoint(report)
 
     # (b) the old way, in a fresh process of its own
     if "old-way" not in args.skip:
-        common.log("(b) the old way: tokenize everything first, then the pass without warm-up (fresh process)")
+        common.log("(b) the old way: tokenize everything first, then the pass (fresh process)")
         old = run_child("old-way", child_argv, args.model_dir, work)
         old["pass"] = speed(old["pass_s"], real, padded, work_done, peak)
         old["total"] = speed(old["total_s"], real, padded, work_done, peak)
@@ -353,9 +343,8 @@ def print_report(r: dict, device: torch.device) -> None:
     print(f"tokens                 {r['real_tokens']:,} real, {r['padded_tokens']:,} padded ({r['padding_ratio']:.3f}x)"
           + ("" if r["plan_matches_pass"] else "  WARNING: the plan's padded tokens differ from the pass's"))
     a = r["headtune_pass"]
-    print(f"(a) headtune's pass    {a['wall_s']:.2f} s wall ({rate(a['wall'])}); tokenize {a['tokenize_s']:.2f} s "
-          f"(overlapped), waited {a['waited_s']:.2f} s, warm-up {a['warmup_s']:.2f} s; compute {a['compute_s']:.2f} s "
-          f"({rate(a['compute'])})")
+    print(f"(a) headtune's pass    {a['wall_s']:.2f} s wall ({rate(a['wall'])}) = tokenize {a['tokenize_s']:.2f} s "
+          f"+ compute {a['compute_s']:.2f} s ({rate(a['compute'])})")
     if "old_way" in r:
         b = r["old_way"]
         print(f"(b) old way            {b['total_s']:.2f} s = tokenize {b['tokenize_s']:.2f} s + pass {b['pass_s']:.2f} s "
@@ -383,7 +372,7 @@ def plot(result: dict, path: Path) -> None:
 
     r = result["results"]
     a = r["headtune_pass"]
-    rows = [("(a) headtune's pass", [("compute", a["compute_s"], "#2f6db5"), ("waited", a["waited_s"], "#9ec3ea")],
+    rows = [("(a) headtune's pass", [("tokenize", a["tokenize_s"], "#9ec3ea"), ("compute", a["compute_s"], "#2f6db5")],
              f"{a['wall_s']:.1f} s" + (f", {100 * a['wall']['share_of_peak']:.1f}% of peak"
                                        if a["wall"]["share_of_peak"] is not None else ""))]
     if "old_way" in r:

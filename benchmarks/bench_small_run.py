@@ -69,7 +69,6 @@ class Settings:
     max_tokens_per_batch: int  # headtune's defaults on the device: the floor runs headtune's batches
     shard_size: int
     pad_to_multiple_of: int
-    filled_batches: bool  # on CUDA headtune fills a batch's rows up to a full batch of its width
     val_fraction: float  # headtune's default: the share of the training sample it holds out
     sklearn_max_iter: int
     floor_repeats: int
@@ -142,7 +141,7 @@ def make_settings(args: argparse.Namespace, sizes: tuple[int, int], device: torc
                     seed_style_lr=args.seed_style_lr, seed_style_lr_schedule=args.seed_style_lr_schedule,
                     device=str(device), pooling=plan.reading.name, trimmed=common.trimmed(plan),
                     max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
-                    pad_to_multiple_of=features.pad_to_multiple_of, filled_batches=device.type == "cuda",
+                    pad_to_multiple_of=features.pad_to_multiple_of,
                     val_fraction=DataConfig().val_fraction, sklearn_max_iter=args.sklearn_max_iter,
                     floor_repeats=args.floor_repeats)
 
@@ -228,7 +227,7 @@ def headtune_command(s: Settings, cache_dir: Path, output_dir: Path, overwrite: 
     return command + (["--overwrite"] if overwrite else [])
 
 
-SAVED_LINE = re.compile(r"saved model/ .* in ([0-9.]+)s")
+SAVED_LINE = re.compile(r"saved model/.* in ([0-9.]+)s")
 
 
 def stages(wall: float, metrics: dict, log_text: str) -> dict:
@@ -237,19 +236,16 @@ def stages(wall: float, metrics: dict, log_text: str) -> dict:
     outside: interpreter start, imports and argument parsing before `workflow.run`'s clock starts, and the
     interpreter's exit; save: writing model/, the charts and metrics.json (from the run's last log line, which
     reports its total with the save; None if that line is missing). The features stage is the backbone pass
-    (or the cache read) of every split; tokenize is the pass's tokenizing, mostly on another thread while the
-    backbone ran, waited the time the backbone waited for tokens or the warm-up, warmup the GPU warm-up thread's
-    own time (overlapping the first shard's tokenizing).
+    (or the cache read) of every split; tokenize is the part of it spent tokenizing.
     """
     timings, passes = metrics["timings_s"], metrics["backbone_pass"].values()
     found = SAVED_LINE.findall(log_text)
     with_save = float(found[-1]) if found else None
     out = {"wall": wall, "outside": wall - (with_save or timings["total_before_save"]),
-           "data": timings.get("data"), "model": timings.get("model"), "features": timings.get("features"),
+           "check": timings.get("check"), "data": timings.get("data"), "model": timings.get("model"),
+           "features": timings.get("features"),
            "features_backbone": sum(p.get("seconds", 0.0) for p in passes),
            "features_tokenize": sum(p.get("tokenize_seconds", 0.0) for p in passes),
-           "features_waited": sum(p.get("waited_seconds", 0.0) for p in passes),
-           "features_warmup": sum(p.get("warmup_seconds", 0.0) for p in passes),
            "train": timings.get("train"), "finish": timings.get("finish"),
            "save": None if with_save is None else with_save - timings["total_before_save"],
            "total_before_save": timings["total_before_save"], "total_with_save": with_save}
@@ -303,7 +299,7 @@ def plan_headtune_pass(s: Settings, headtune_splits: Splits) -> tuple[dict[str, 
     from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(s.model)
-    plans = {name: common.plan_split(tokenizer, texts, s.max_length, feature_config(s), filled=s.filled_batches)
+    plans = {name: common.plan_split(tokenizer, texts, s.max_length, feature_config(s))
              for name, texts in split_texts(headtune_splits).items()}
     return plans, common.EncoderFlops.from_config(AutoConfig.from_pretrained(s.model))
 
@@ -416,14 +412,13 @@ def format_table(results: dict[str, Result]) -> str:
     return "\n".join(rows)
 
 
-STAGE_COLUMNS = (("outside", "outside"), ("data", "data"), ("model", "model"), ("features", "features"),
-                 ("features_tokenize", "tokenize"), ("features_waited", "waited"), ("features_warmup", "warmup"),
+STAGE_COLUMNS = (("outside", "outside"), ("check", "check"), ("data", "data"), ("model", "model"),
+                 ("features", "features"), ("features_tokenize", "tokenize"),
                  ("train", "train"), ("finish", "finish"), ("save", "save"), ("wall", "wall"))
 
 
 def format_stages(results: dict[str, Result]) -> str:
-    """headtune cold's and warm's wall seconds by stage (tokenize, waited and warmup are parts of features;
-    tokenize overlaps the backbone, so it is not added up)."""
+    """headtune cold's and warm's wall seconds by stage (tokenize is part of features)."""
     runs = [r for name, r in results.items() if name.startswith("headtune")]
     if not runs:
         return ""
@@ -433,8 +428,8 @@ def format_stages(results: dict[str, Result]) -> str:
         st = r.details["stages_s"]
         rows.append(f"{r.system:<19}" + "".join("        -" if st.get(k) is None else f"{st[k]:>9.2f}"
                                                 for k, _ in STAGE_COLUMNS))
-    rows.append("  outside: interpreter start, imports, exit; tokenize/waited/warmup: parts of features "
-                "(tokenize mostly overlaps the backbone); save: model/, charts, metrics.json")
+    rows.append("  outside: interpreter start, imports, exit; check: the model (transformers when not cached); "
+                "tokenize: part of features; save: model/, charts, metrics.json")
     return "\n".join(rows)
 
 

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headtune.config import FeatureConfig
-from headtune.features import (_shapes, _WarmUp, batch_rows, collate, length_order, plan_batches, plan_shard,
-                               shard_order, tokenize)
+from headtune.features import collate, length_order, plan_batches, plan_shard, shard_order, tokenize
 from conftest import Backbone
 
 MAX_LENGTH = 48
@@ -200,48 +199,3 @@ def test_shards_are_cut_in_character_order_and_batched_by_token_length():
     lengths = np.array([3, 9, 4, 9, 1])
     batches = plan_shard(lengths, max_tokens=18)
     assert [b.tolist() for b in batches] == [[1, 3], [2, 0, 4]]  # exact token lengths decide within a shard
-    assert batch_rows(32, 65536) == 2048 and batch_rows(100, 50) == 1
-
-
-def test_collate_fills_empty_rows_up_to_a_full_batch():
-    ids, mask = collate([[5, 6, 7], [8]], pad_id=0, multiple=4, rows=4)
-    assert ids.shape == mask.shape == (4, 4)
-    assert mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]  # empty rows: one token
-    assert ids[2:].tolist() == [[0, 0, 0, 0]] * 2
-
-
-def test_filled_rows_change_no_feature(distilbert):
-    """The GPU's filled-up last batches: the same features as exact batches (the empty rows are dropped)."""
-    exact, _ = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4)
-    seen = []
-
-    def reader(ids, mask):
-        seen.append(tuple(ids.shape))
-        return distilbert.reader(ids, mask)
-
-    from headtune.features import _run_shard
-
-    tok = tokenize(distilbert.tokenizer, TEXTS, MAX_LENGTH)
-    rows = np.arange(len(TEXTS))
-    timing = {"padded": 0}
-    cfg = FeatureConfig(max_tokens_per_batch=64, pad_to_multiple_of=8).for_device("cpu")
-    shard = _run_shard(reader, torch.device("cpu"), None, tok, rows, cfg, 0, True, timing)
-    assert all(r == batch_rows(w, 64) for r, w in seen)  # every batch full: a shape seen before
-    features = torch.empty_like(exact)
-    features[shard["index"]] = shard["features"]
-    assert torch.allclose(features, exact, atol=1e-5)
-
-
-def test_warm_up_runs_every_full_shape_once_and_passes_its_error_on():
-    cfg = FeatureConfig(max_tokens_per_batch=256, pad_to_multiple_of=32).for_device("cpu")
-    assert _shapes(70, cfg) == [(8, 32), (4, 64), (2, 96)]
-    seen = []
-    warm = _WarmUp(lambda ids, mask: seen.append(tuple(ids.shape)) or torch.zeros(len(ids), 2), torch.device("cpu"),
-                   None, _shapes(70, cfg), 0)
-    assert warm.join() >= 0 and seen == [(8, 32), (4, 64), (2, 96)]
-
-    def broken(ids, mask):
-        raise RuntimeError("out of memory")
-
-    with pytest.raises(RuntimeError, match="out of memory"):  # met on the main thread, as the pass would meet it
-        _WarmUp(broken, torch.device("cpu"), None, _shapes(70, cfg), 0).join()

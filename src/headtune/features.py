@@ -5,20 +5,21 @@ split, in length-sorted batches filled up to a token budget (so almost no comput
 spent on padding), and handed back in the texts' original order.
 
 The texts are ordered by their length in characters (known without tokenizing) and cut into
-shards, the unit the on-disk cache commits, so an interrupted pass resumes. A shard is tokenized
-while the one before it runs on the backbone, and batched by its exact token lengths. On a GPU,
-where each new batch shape costs a one-time setup (~0.1-0.3 s) that a pass run once pays in full,
-the shapes the pass will use are run once on dummy batches while the CPU tokenizes the first
-shard, and a shard's last, partial batch is filled up with empty rows to a shape already seen.
+shards, the unit the on-disk cache commits, so an interrupted pass resumes; a shard is tokenized
+when its turn comes (a resumed pass tokenizes only what it computes) and batched by its exact token
+lengths.
+
+(Measured on an H100 and dropped, benchmarks/README.md: tokenizing the next shard on another thread
+while one runs, and running every batch shape once on dummy batches meanwhile, to hide the tokenizing
+and each new shape's one-time setup. Beside a tokenizer using every core, the thread feeding the GPU
+slowed down by as much as it hid.)
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,9 +51,7 @@ class PassStats:
     cached_shards: int
     computed_shards: int
     seconds: float
-    tokenize_seconds: float = 0.0  # tokenizing, mostly while the backbone ran (on another thread)
-    waited_seconds: float = 0.0  # the backbone waiting for a shard's tokens or for the warm-up
-    warmup_seconds: float = 0.0  # running the pass's batch shapes once on dummy batches (GPU only)
+    tokenize_seconds: float = 0.0  # of `seconds`, tokenizing
 
     @classmethod
     def combine(cls, parts: list[PassStats]) -> PassStats:
@@ -61,7 +60,7 @@ class PassStats:
         totals = {name: sum(getattr(p, name) for p in parts) for name in
                   ("texts", "real_tokens", "padded_tokens", "truncated", "cached_shards", "computed_shards")}
         longest = {name: max((getattr(p, name) for p in parts), default=0.0)
-                   for name in ("seconds", "tokenize_seconds", "waited_seconds", "warmup_seconds")}
+                   for name in ("seconds", "tokenize_seconds")}
         return cls(**totals, **longest)
 
 
@@ -114,19 +113,11 @@ def plan_shard(token_lengths: np.ndarray, max_tokens: int, multiple: int = 1) ->
     return [order[a:b] for a, b in plan_batches(token_lengths[order], max_tokens, multiple)]
 
 
-def batch_rows(width: int, max_tokens: int) -> int:
-    """Rows of a full batch of this padded width."""
-    return max(1, max_tokens // width)
-
-
-def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1, rows: int | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence, rounded up to `multiple`: (input_ids, attention_mask). With `rows`,
-    empty rows (one visible padding token, so attention stays finite) fill the batch up to that many."""
+def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence, rounded up to `multiple`: (input_ids, attention_mask)."""
     width = padded_width(max(len(s) for s in seqs), multiple)
-    ids = torch.full((max(rows or 0, len(seqs)), width), pad_id, dtype=torch.long)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros(ids.shape, dtype=torch.long)
-    mask[len(seqs):, 0] = 1
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
@@ -266,109 +257,54 @@ def _pass(reader: Reader | None, device: torch.device, tokenizer, texts: list[st
           cfg: FeatureConfig, max_length: int, dtype: torch.dtype | None, split: str, wanted: list[int]
           ) -> tuple[dict[int, dict[str, torch.Tensor]], dict]:
     """The shards `wanted`, read from the cache where whole, the others computed (and cached, with a cache):
-    (shards, timing: padded tokens the backbone ran, shards computed, tokenize / waited / warm-up seconds)."""
+    (shards, timing: padded tokens the backbone ran, shards computed, tokenizing seconds)."""
     order = shard_order(texts)
     rows_of = [order[s:s + cfg.shard_size] for s in range(0, len(texts), cfg.shard_size)]
     shards = {i: cache.load(i, SHARD_TENSORS) for i in wanted} if cache else {}
     missing = [i for i in wanted if shards.get(i) is None]
-    timing = {"padded": 0, "computed": 0, "tokenize": 0.0, "waited": 0.0, "warmup": 0.0}
+    timing = {"padded": 0, "computed": 0, "tokenize": 0.0}
     if not missing:
         return shards, timing
     if reader is None or tokenizer is None:
         raise ValueError(f"shards {missing} are not in the cache, and no backbone was given to compute them")
     pad_id = tokenizer.pad_token_id or 0
-    # a GPU pays each new batch shape's setup once: shapes get one dummy batch while the first shard tokenizes
-    shaped = device.type == "cuda"
-    longest = min(max_length, len(texts[rows_of[missing[0]][0]]) + 2)  # at least one character per token
-    warm = _WarmUp(reader, device, dtype, _shapes(longest, cfg), pad_id) if shaped else None
     # -q (and every process but the main one) keeps headtune's log to warnings: the bar is no warning
     quiet = logging.getLogger("headtune").level > logging.INFO
     bar = tqdm(total=sum(len(rows_of[i]) for i in missing), desc=f"backbone pass {split}".strip(), unit="text",
                disable=True if quiet else None, leave=False)
 
-    def tokens(i: int):
-        started = time.perf_counter()
-        return tokenize(tokenizer, [texts[j] for j in rows_of[i]], max_length), time.perf_counter() - started
-
-    with ThreadPoolExecutor(1) as pool:  # the next shard tokenizes while this one runs
-        pending = pool.submit(tokens, missing[0])
-        for n, i in enumerate(missing):
-            waiting = time.perf_counter()
-            tok, seconds = pending.result()
-            if n + 1 < len(missing):
-                pending = pool.submit(tokens, missing[n + 1])
-            if warm is not None:
-                timing["warmup"] = warm.join()
-                warm = None
-            timing["waited"] += time.perf_counter() - waiting
-            timing["tokenize"] += seconds
-            # another run sharing the cache may have written this shard meanwhile: then it is used, not recomputed
-            found = cache.load(i, SHARD_TENSORS) if cache and cache.has(i) else None
-            if found is None:
-                found = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, pad_id, shaped, timing)
-                timing["computed"] += 1
-                if cache:
-                    cache.save(i, found)
-            shards[i] = found
-            bar.update(len(rows_of[i]))
+    for i in missing:
+        # another run sharing the cache may have written this shard meanwhile: then it is used, not recomputed
+        found = cache.load(i, SHARD_TENSORS) if cache and cache.has(i) else None
+        if found is None:
+            started = time.perf_counter()
+            tok = tokenize(tokenizer, [texts[j] for j in rows_of[i]], max_length)
+            timing["tokenize"] += time.perf_counter() - started
+            found = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, pad_id, timing)
+            timing["computed"] += 1
+            if cache:
+                cache.save(i, found)
+        shards[i] = found
+        bar.update(len(rows_of[i]))
     bar.close()
     return shards, timing
 
 
 def _run_shard(reader: Reader, device: torch.device, dtype, tok: Tokenized, rows: np.ndarray, cfg: FeatureConfig,
-               pad_id: int, shaped: bool, timing: dict) -> dict[str, torch.Tensor]:
+               pad_id: int, timing: dict) -> dict[str, torch.Tensor]:
     """One shard through the backbone: its tensors for the cache (rows in the order they ran)."""
     lengths = np.array([len(x) for x in tok.ids])
     chunks, positions = [], []
     for batch in plan_shard(lengths, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of):
-        width = padded_width(int(lengths[batch[0]]), cfg.pad_to_multiple_of)
-        full = batch_rows(width, cfg.max_tokens_per_batch) if shaped else None
-        ids, mask = collate([tok.ids[j] for j in batch], pad_id, cfg.pad_to_multiple_of, full)
+        ids, mask = collate([tok.ids[j] for j in batch], pad_id, cfg.pad_to_multiple_of)
         timing["padded"] += ids.numel()
         # no copy back per batch: on a GPU that would wait for each batch before queueing the next
-        chunks.append(run_backbone(reader, device, ids, mask, dtype)[: len(batch)])
+        chunks.append(run_backbone(reader, device, ids, mask, dtype))
         positions.append(batch)
     within = np.concatenate(positions)
     return {"features": torch.cat(chunks).cpu(), "index": torch.as_tensor(rows[within], dtype=torch.int64),
             "lengths": torch.as_tensor(lengths[within], dtype=torch.int32),
             "truncated": torch.as_tensor(tok.truncated[within], dtype=torch.uint8)}
-
-
-def _shapes(longest: int, cfg: FeatureConfig) -> list[tuple[int, int]]:
-    """The (rows, width) of every full batch a pass over texts up to `longest` tokens can run."""
-    widths = range(cfg.pad_to_multiple_of, padded_width(longest, cfg.pad_to_multiple_of) + 1, cfg.pad_to_multiple_of)
-    return [(batch_rows(w, cfg.max_tokens_per_batch), w) for w in widths]
-
-
-class _WarmUp:
-    """Runs one dummy batch of each shape on a thread of its own, while the CPU tokenizes; `join` waits for it
-    (the backbone must not run on two threads at once: a reader may rearrange the model while it runs)."""
-
-    def __init__(self, reader: Reader, device: torch.device, dtype, shapes: list[tuple[int, int]], pad_id: int):
-        self.seconds = 0.0
-
-        self.error: BaseException | None = None
-
-        def run():
-            started = time.perf_counter()
-            try:
-                for rows, width in shapes:
-                    ids = torch.full((rows, width), pad_id, dtype=torch.long)
-                    run_backbone(reader, device, ids, torch.ones_like(ids), dtype)
-                if device.type == "cuda":  # the setup is paid when the batches have run, not when queued
-                    torch.cuda.synchronize(device)
-            except BaseException as err:  # raised again on the main thread, where the pass would meet it too
-                self.error = err
-            self.seconds = time.perf_counter() - started
-
-        self.thread = threading.Thread(target=run, name="headtune-warm-up", daemon=True)
-        self.thread.start()
-
-    def join(self) -> float:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.seconds
 
 
 def _stats(shards: dict[int, dict[str, torch.Tensor]], timing: dict, start: float) -> PassStats:
@@ -378,7 +314,7 @@ def _stats(shards: dict[int, dict[str, torch.Tensor]], timing: dict, start: floa
     truncated = sum(int(s["truncated"].sum()) for s in shards.values())
     computed = timing.get("computed", 0)
     return PassStats(texts, real, timing.get("padded", 0), truncated, len(shards) - computed, computed,
-                     time.perf_counter() - start, *(round(timing.get(k, 0.0), 3) for k in ("tokenize", "waited", "warmup")))
+                     time.perf_counter() - start, round(timing.get("tokenize", 0.0), 3))
 
 
 def _assemble(shards: dict[int, dict[str, torch.Tensor]], n: int) -> torch.Tensor:

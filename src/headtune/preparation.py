@@ -164,9 +164,9 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
                  stats.seconds, stats.cached_shards, stats.computed_shards)
 
     model_loaded = loaded is not None or (filled is not None and filled.model_loaded)
-    # The head trains on the CPU, wherever the backbone ran: it is small, the features are host tensors anyway
-    # (cached), a run from the cache then never starts CUDA (~1-2 s), and every run gets the same head.
-    head = plan.new_head(config, len(splits.label_names), cfg.train.seed, pretrained_state=body.tensors)
+    # The head trains where the backbone runs. (On the CPU of a GPU machine, DistilBERT's head for 7 rates took
+    # 86 s for full IMDb against seconds on the GPU: benchmarks/README.md.)
+    head = plan.new_head(config, len(splits.label_names), cfg.train.seed, pretrained_state=body.tensors).to(device)
     trainable = sum(p.numel() for p in head.parameters())
     frozen = body.parameters - plan.pretrained_left_out(config)
     log.info("model %s (%s, %s): %s trainable head parameters (%s), %s frozen%s", cfg.model.model, source.model_type,
@@ -175,7 +175,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     cache_key_parts = None if no_cache else {"identity": ident, "point": plan.point, "dtype": str(dtype or torch.float32),
                                              "shard_size": cfg.features.for_device(device.type).shard_size}
     return Prepared(
-        head, {name: CachedInputs(f, torch.device("cpu")) for name, f in features.items()}, passes,
+        head, {name: CachedInputs(f, device) for name, f in features.items()}, passes,
         {"trainable": trainable, "frozen": frozen, "head_modules": head.paths, "cached_features": True,
          "feature_point": plan.point, "family": family.name},
         True,

@@ -94,6 +94,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         raise HeadtuneError(f"model type '{source.model_type}' has no headtune entry (`headtune models` lists them), "
                             f"so its features are not cached, and several processes share their work through the "
                             f"cache: run it in one process")
+    clock["check"] = time.perf_counter()
 
     splits = load_splits(cfg.data)
     held = "held out of train" if splits.validation_source == "train" else "the dataset's own"
@@ -283,7 +284,7 @@ def _short_name(name: str) -> str:
 
 
 def _timings(clock: dict) -> dict:
-    stages = ["start", "data", "model", "features", "train", "finish"]
+    stages = ["start", "check", "data", "model", "features", "train", "finish"]
     present = [s for s in stages if s in clock]
     out = {b: round(clock[b] - clock[a], 3) for a, b in zip(present, present[1:])}
     out["total_before_save"] = round(clock[present[-1]] - clock["start"], 3)
