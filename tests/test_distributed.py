@@ -25,23 +25,15 @@ from headtune.distributed import Processes
 from headtune.errors import HeadtuneError
 from headtune.features import PassStats, fill_cache, missing_shards
 
-from conftest import Backbone, sentiment_frame
+from conftest import Backbone
+from test_resume import train_argv, write_data
 
 SRC = Path(headtune.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("data")
-    sentiment_frame(40, seed=11).to_parquet(folder / "train.parquet")  # 36 train (5 shards of 8) + 4 validation (1)
-    sentiment_frame(16, seed=12).to_parquet(folder / "test.parquet")  # 2 shards of 8
-    return folder
-
-
-def train_argv(model: Path, data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    return ["train", "--model", str(model), "--dataset", str(data), "--output-dir", str(out), "--cache-dir",
-            str(cache), "--shard-size", "8", "--max-tokens-per-batch", "64", "--max-length", "32", "--epochs", "2",
-            "--seed", "3", *extra]
+    return write_data(tmp_path_factory.mktemp("runs") / "data")
 
 
 def child_env() -> dict[str, str]:

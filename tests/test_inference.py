@@ -282,7 +282,10 @@ def test_api_takes_a_path_and_matches_the_cli(binary, capsys):
     rows, _ = predicted(["--model", folder, *TEXTS], capsys)
     assert isinstance(folder, Path)
     assert headtune.predict(TEXTS, model=folder, device="cpu") == rows
-    assert headtune.predict(TEXTS[0], model=folder, device="cpu") == rows[:1]  # one string: one text
+    single = headtune.predict(TEXTS[0], model=folder, device="cpu")  # one string: one text
+    assert len(single) == 1 and single[0].keys() == rows[0].keys()
+    # alone, the text is batched without padding: the same probabilities up to float rounding
+    assert single[0] == pytest.approx(rows[0], abs=1e-6)
 
 
 def test_api_reads_a_file(binary, tmp_path):

@@ -26,10 +26,14 @@ SHARDS_BEFORE_STOP = 2  # the backbone is stopped in the first batch after this 
 
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
-    folder = tmp_path / "data"
+    return write_data(tmp_path / "data")
+
+
+def write_data(folder: Path) -> Path:
+    """40 train texts (36 train: 5 shards of 8, and 4 validation: 1 shard) and 16 test texts (2 shards)."""
     folder.mkdir()
-    sentiment_frame(40, seed=11).to_parquet(folder / "train.parquet")  # 36 train (5 shards of 8) + 4 validation
-    sentiment_frame(16, seed=12).to_parquet(folder / "test.parquet")  # 2 shards of 8
+    sentiment_frame(40, seed=11).to_parquet(folder / "train.parquet")
+    sentiment_frame(16, seed=12).to_parquet(folder / "test.parquet")
     return folder
 
 

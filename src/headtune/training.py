@@ -290,7 +290,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
                         "seconds": time.perf_counter() - started})
         on_epoch({"epoch": epoch, "train_loss": None if losses is None else min(losses),
                   "validation": None if val is None else max(val, key=lambda m: m[chosen_by]),
-                  "test": tst[0] if k == 1 else None})
+                  "test": tst[0] if k == 1 or epoch == 0 else None})  # epoch 0: every copy is the same head
 
     record(0, None, time.perf_counter())
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], weight_decay=cfg.weight_decay)

@@ -132,7 +132,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     result = train_head(prep.head, labelled["train"], labelled.get("validation"), labelled["test"], task, cfg.train,
                         lrs, prep.stackable, _log_epoch)
     clock["train"] = time.perf_counter()
-    finish = _finish(cfg, result, labelled, task, prep.stackable, splits)
+    finish = _finish(cfg, result, labelled, task, splits)
     clock["finish"] = time.perf_counter()
 
     metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype, processes.world_size)
@@ -177,7 +177,7 @@ def _task(cfg: RunConfig, splits: Splits) -> Task:
 
 def _log_epoch(record: dict) -> None:
     if record["epoch"] == 0:
-        log.info("epoch 0 (untrained head): test accuracy %.4f", record["test"]["accuracy"]) if record["test"] else None
+        log.info("epoch 0 (untrained head): test accuracy %.4f", record["test"]["accuracy"])
         return
     parts = [f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"]
     if record["validation"] is not None:
@@ -187,34 +187,34 @@ def _log_epoch(record: dict) -> None:
     log.info(", ".join(parts))
 
 
-def _finish(cfg: RunConfig, result: TrainResult, labelled: dict, task: Task, stackable: bool, splits: Splits) -> dict:
+def _finish(cfg: RunConfig, result: TrainResult, labelled: dict, task: Task, splits: Splits) -> dict:
     """After training: the multi-label threshold and the temperature, both fitted on the validation split, and
-    the kept head's scores on every split."""
+    the kept head's scores on every split but train."""
     head, validation = result.head, labelled.get("validation")
-    out: dict = {}
+    out: dict = {"calibration": None}
     if task.multi_label:
         if cfg.train.threshold is None and validation is not None:
             probs = torch.sigmoid(logits_of(head, validation.inputs, False)[0]).numpy()
             task.threshold = tune_threshold(probs, validation.labels)
         out["threshold"] = task.threshold
+
     def scores() -> dict:
         return {name: score(probabilities(logits_of(head, split.inputs, False)[0], task.multi_label), split.labels,
                             task, splits.label_names) for name, split in labelled.items() if name != "train"}
 
-    before = scores()
-    out["calibration"] = None
-    if cfg.train.calibrate and not task.multi_label and validation is not None:
+    out["scores"] = scores()
+    if task.multi_label:  # calibration is a softmax temperature: single-label only
+        return out
+    test = out["scores"]["test"]
+    out["calibration"] = {"temperature": None, "ece_before": test["ece"], "ece_after": None,
+                          "reliability_before": test["reliability"], "reliability_after": None}
+    if cfg.train.calibrate and validation is not None:
         temperature = fit_temperature(logits_of(head, validation.inputs, False)[0].numpy(), validation.labels)
         fold_temperature(head, temperature)
-        out["calibration"] = {"temperature": temperature, "fitted_on": "validation"}
-    out["scores"] = scores()
-    if out["calibration"] is not None:
-        out["calibration"].update(ece_before=before["test"]["ece"], ece_after=out["scores"]["test"]["ece"],
-                                  reliability_before=before["test"]["reliability"],
+        out["scores"] = scores()
+        out["calibration"].update(temperature=temperature, fitted_on="validation",
+                                  ece_after=out["scores"]["test"]["ece"],
                                   reliability_after=out["scores"]["test"]["reliability"])
-    elif not task.multi_label:
-        out["calibration"] = {"temperature": None, "ece_before": out["scores"]["test"]["ece"], "ece_after": None,
-                              "reliability_before": out["scores"]["test"]["reliability"], "reliability_after": None}
     return out
 
 
