@@ -13,6 +13,8 @@ import json
 import os
 import platform
 import re
+import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -116,6 +118,20 @@ def load_average() -> float | None:
 def write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def run_as_child(script: str, name: str, argv: list[str], work: Path) -> dict:
+    """Run `script` again in a fresh interpreter with `--child NAME --child-result FILE` and time the whole
+    process (interpreter start and imports included, as a user pays them): what the child wrote, plus
+    `process_wall_s` and the exact `command`. A failed child stops the benchmark."""
+    result = work / f"{name}.result.json"
+    command = [sys.executable, str(Path(script).resolve()), *argv, "--child", name, "--child-result", str(result)]
+    start = time.perf_counter()
+    done = subprocess.run(command, env=dict(os.environ))
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{Path(script).stem}: {name} failed (exit {done.returncode})")
+    return {**json.loads(result.read_text()), "process_wall_s": wall, "command": shlex.join(command)}
 
 
 def synchronize(device: torch.device) -> None:

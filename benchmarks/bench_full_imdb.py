@@ -108,16 +108,8 @@ def run_child(args: argparse.Namespace, device: torch.device) -> int:
 
 def in_child(system: str, argv: list[str], model: str, work: Path) -> Result:
     """A system in a fresh interpreter (this script with --child), the whole process timed."""
-    path = work / f"{system}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--model", model, "--child", system,
-               "--child-result", str(path)]
-    start = time.perf_counter()
-    done = subprocess.run(command, env=dict(os.environ))
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"bench_full_imdb: {system} failed (exit {done.returncode})")
-    out = json.loads(path.read_text())
-    out.update(process_wall_s=wall, command=shlex.join(command))
+    out = common.run_as_child(__file__, system, [*argv, "--model", model], work)
+    wall = out["process_wall_s"]
     if system == "seed-style":
         # extrapolated: the process as measured, plus what the skipped training steps and evaluations would take
         total = wall + out.get("extra_s", 0.0) if out["extrapolated"] else wall

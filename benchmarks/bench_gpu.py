@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -194,15 +192,7 @@ def child_sentence_transformers(args: argparse.Namespace, device: torch.device, 
 
 def run_child(section: str, argv: list[str], folder: str, work: Path) -> dict:
     """Run a section in a fresh interpreter (this script with --child) and time the whole process too."""
-    result = work / f"{section}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--model-dir", folder, "--child", section,
-               "--child-result", str(result)]
-    start = time.perf_counter()
-    done = subprocess.run(command, env=dict(os.environ))
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"bench_gpu: section {section} failed (exit {done.returncode})")
-    return {**json.loads(result.read_text()), "process_wall_s": wall, "command": shlex.join(command)}
+    return common.run_as_child(__file__, section, [*argv, "--model-dir", folder], work)
 
 
 # --------------------------------------------------------------------------- main

@@ -512,17 +512,11 @@ def run_systems(s: Settings, headtune_splits: Splits, num_labels: int, systems: 
 
 def run_in_child(system: str, argv: list[str], work: Path) -> Result:
     """Run one system in a fresh interpreter (this script with --child) and time the whole process."""
-    result_path = work / f"{system}.result.json"
-    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--child", system,
-               "--child-result", str(result_path)]
-    start = time.perf_counter()
-    done = subprocess.run(command, env=dict(os.environ))
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"bench_small_run: {system} failed (exit {done.returncode})")
-    result = Result(**json.loads(result_path.read_text()))
+    out = common.run_as_child(__file__, system, argv, work)
+    wall, command = out.pop("process_wall_s"), out.pop("command")
+    result = Result(**out)
     result.details["in_process_s"] = result.wall_s  # from model load to the last prediction
-    result.details["command"] = shlex.join(command)
+    result.details["command"] = command
     result.wall_s = wall
     return result
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 import headtune
 from headtune.cache import FeatureCache, cache_key, texts_digest
-from headtune.config import FeatureConfig, ModelConfig
+from headtune.config import ModelConfig
 from conftest import Backbone
 from headtune.features import feature_key_parts
 from headtune.modeling import identity

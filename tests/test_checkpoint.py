@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification
 
 from conftest import Backbone
-from headtune.checkpoint import BODY_FILE, body_cache, body_of, load_body, save_body, save_checkpoint
+from headtune.checkpoint import BODY_FILE, body_cache, load_body, save_body, save_checkpoint
 from headtune.config import FeatureConfig
 
 LABELS = ["bad", "good", "meh"]
@@ -33,7 +33,6 @@ def test_ordinary_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, t
     loaded = load(tiny_models[arch])
     head = random_head(loaded)
     ours = tmp_path / "ours"
-    config = AutoConfig.from_pretrained(tiny_models[arch])  # the backbone's config, as a run reads it
     body = loaded.body()
     save_checkpoint(ours, body, head, loaded.plan, LABELS, "single_label_classification")
 

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from headtune import cli
 from headtune.architectures import FAMILIES
 
 from test_cli_errors import assert_one_line_error, run_cli

@@ -146,8 +146,6 @@ def test_hub_models_are_identified_by_repository_and_commit(tmp_path):
 
 
 def test_model_source_checks_a_folder_without_loading_anything(tiny_models, tmp_path, monkeypatch):
-    import sys
-
     source = ModelSource(ModelConfig(model=str(tiny_models["bert"])))
     assert source.model_type == "bert" and source.folder == tiny_models["bert"]
     assert source.identity() == identity(ModelConfig(model=str(tiny_models["bert"])), tiny_models["bert"], "bert")

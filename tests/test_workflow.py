@@ -188,7 +188,7 @@ def test_unregistered_architecture_falls_back_and_still_yields_a_checkpoint(tiny
     assert params["feature_point"] == "full-model"
     assert params["trainable"] == (32 * 32 + 32) + (32 * 2 + 2)  # classifier.dense + classifier.out_proj
     assert [h["epoch"] for h in metrics["history"]] == [0, 1]
-    assert metrics["lr"] == {"mode": "fixed", "chosen": 0.03, "sweep": []}
+    assert metrics["lr"] == {"mode": "fixed", "chosen": 0.03, "chosen_by": "accuracy", "sweep": []}
     assert not (tmp_path / "cache").exists()  # nothing cached on this path
 
     saved = load_file(tmp_path / "out" / "model" / "model.safetensors")
@@ -422,6 +422,9 @@ def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models
     assert metrics["metric_names"] == {"accuracy": "subset accuracy", "f1": "micro F1"}
     assert set(metrics["test"]["per_label"]) == {"long", "neg", "pos"}
     assert 0 < metrics["threshold"] < 1 and metrics["calibration"] is None
+    assert metrics["lr"]["chosen_by"] == "f1"  # the rate and epoch are chosen by micro F1
+    kept = metrics["history"][metrics["kept_epoch"]]["validation"]
+    assert max(row["best_validation_accuracy"] for row in metrics["lr"]["sweep"]) == kept["f1"]
     model_dir = tmp_path / "out" / "model"
     assert json.loads((model_dir / "config.json").read_text())["problem_type"] == "multi_label_classification"
     assert (tmp_path / "out" / "images" / "CONFUSION_MATRIX.png").is_file()

@@ -26,7 +26,7 @@ from .inference import is_multi_label, label_names, score_texts
 from .modeling import check_max_length, file_sha256, max_positions
 from . import atomic
 from .report import draw_charts, evaluation_charts
-from .saved import encoder_config, load_classifier, read_settings
+from .saved import encoder_config, load_classifier
 from .scoring import metric_names, probabilities, score
 from .training import Task
 

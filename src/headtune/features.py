@@ -153,6 +153,13 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+def progress(**kwargs) -> tqdm:
+    """A progress bar on a terminal, none when headtune logs warnings only (-q, and every process but the main
+    one): the bar is no warning."""
+    quiet = logging.getLogger("headtune").level > logging.INFO
+    return tqdm(disable=True if quiet else None, leave=False, **kwargs)
+
+
 def feature_key_parts(identity: dict, point: str, max_length: int, dtype: torch.dtype | None,
                       texts: list[str], shard_size: int) -> dict:
     """Everything that changes the features, and the shard size, which is the cache's layout (shard i
@@ -268,10 +275,7 @@ def _pass(reader: Reader | None, device: torch.device, tokenizer, texts: list[st
     if reader is None or tokenizer is None:
         raise ValueError(f"shards {missing} are not in the cache, and no backbone was given to compute them")
     pad_id = tokenizer.pad_token_id or 0
-    # -q (and every process but the main one) keeps headtune's log to warnings: the bar is no warning
-    quiet = logging.getLogger("headtune").level > logging.INFO
-    bar = tqdm(total=sum(len(rows_of[i]) for i in missing), desc=f"backbone pass {split}".strip(), unit="text",
-               disable=True if quiet else None, leave=False)
+    bar = progress(total=sum(len(rows_of[i]) for i in missing), desc=f"backbone pass {split}".strip(), unit="text")
 
     for i in missing:
         # another run sharing the cache may have written this shard meanwhile: then it is used, not recomputed

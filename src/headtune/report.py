@@ -188,7 +188,8 @@ def lr_sweep_figure(metrics: dict, title: str) -> Figure:
     ax.set_ylim(0, 1.15)  # from 0: a rate that did not learn reads as such, not as "a bit lower"
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("Learning rate")
-    ax.set_ylabel(f"{_names(metrics)[0]} on the validation split")
+    accuracy, f1 = _names(metrics)
+    ax.set_ylabel(f"{f1 if metrics['lr'].get('chosen_by') == 'f1' else accuracy} on the validation split")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)

@@ -25,10 +25,9 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .features import collate, length_order
+from .features import collate, length_order, progress
 from .metrics import classification_metrics
 from .optim import AdamW
 
@@ -288,7 +287,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
         val, tst = evaluate()
         records.append({"epoch": epoch, "train_loss": losses, "validation": val, "test": tst,
                         "seconds": time.perf_counter() - started})
-        on_epoch({"epoch": epoch, "train_loss": None if losses is None else min(losses),
+        on_epoch({"epoch": epoch, "train_loss": None if losses is None else min(losses), "chosen_by": chosen_by,
                   "validation": None if val is None else max(val, key=lambda m: m[chosen_by]),
                   "test": tst[0] if k == 1 or epoch == 0 else None})  # epoch 0: every copy is the same head
 
@@ -302,7 +301,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
     best = [(-1.0, float("inf"), 0)] * k  # per copy: (validation accuracy, validation loss, epoch)
     best_state = copy.deepcopy(model.state_dict())
     overall, since, stopped = -1.0, 0, None
-    bar = tqdm(total=steps, desc="training head", unit="step", disable=None, leave=False)
+    bar = progress(total=steps, desc="training head", unit="step")
     for epoch in range(1, cfg.epochs + 1):
         started = time.perf_counter()
         model.train()

@@ -15,7 +15,6 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import __version__, distributed, pooling
@@ -32,7 +31,7 @@ from .preparation import Filled, Prepared, fill_cache_part, prepare_cached, prep
 from .report import charts_for, check_output_dir, write_artifacts
 from .saved import write_settings
 from .scoring import fold_temperature, majority_share, metric_names, probabilities, score
-from .training import LR_GRID, Labelled, Task, TrainResult, balanced_weights, logits_of, train_head
+from .training import LR_GRID, Labelled, Task, TrainResult, balanced_weights, logits_of, selection_metric, train_head
 
 log = logging.getLogger(__name__)
 
@@ -177,11 +176,13 @@ def _task(cfg: RunConfig, splits: Splits) -> Task:
 
 def _log_epoch(record: dict) -> None:
     if record["epoch"] == 0:
-        log.info("epoch 0 (untrained head): test accuracy %.4f", record["test"]["accuracy"])
+        subset = "subset " if record["chosen_by"] == "f1" else ""
+        log.info("epoch 0 (untrained head): test %saccuracy %.4f", subset, record["test"]["accuracy"])
         return
     parts = [f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"]
-    if record["validation"] is not None:
-        parts.append(f"best validation accuracy {record['validation']['accuracy']:.4f}")
+    if record["validation"] is not None:  # the best copy by what chooses (micro F1 for multi-label data)
+        name = "micro F1" if record["chosen_by"] == "f1" else "accuracy"
+        parts.append(f"best validation {name} {record['validation'][record['chosen_by']]:.4f}")
     if record["test"] is not None:
         parts.append(f"test accuracy {record['test']['accuracy']:.4f}")
     log.info(", ".join(parts))
@@ -246,6 +247,7 @@ def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult
         "keep": cfg.train.keep,
         "stopped_after": result.stopped_after,
         "lr": {"mode": "auto" if len(result.lrs) > 1 else "fixed", "chosen": result.lrs[result.chosen],
+               "chosen_by": selection_metric(task),  # the sweep's "validation_accuracy" holds this metric
                "sweep": result.sweep if len(result.lrs) > 1 else []},
         "calibration": finish["calibration"],
         "threshold": finish.get("threshold"),
