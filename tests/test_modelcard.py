@@ -40,6 +40,7 @@ def test_body_says_how_it_was_trained_and_how_to_load_it(card):
     assert f"{params['trainable']:,} trainable parameters" in text and f"{params['frozen']:,} parameters" in text
     assert "pre_classifier" in text and "Pooling: native" in text
     assert f"learning rate {metrics['lr']['chosen']:g}, chosen on the validation split" in text
+    assert f"(kept: epoch {metrics['kept_epoch']}, by the best validation accuracy)" in text
     assert f"| after training | **{metrics['after']['accuracy']:.4f}** |" in text
     assert 'pipeline("text-classification", model="path/to/model", top_k=None)' in text
     assert "trust_remote_code" not in text.split("## Usage")[1]  # an ordinary checkpoint
@@ -62,3 +63,10 @@ def test_hub_names_appear_in_the_front_matter():
     meta = front_matter(text)
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["datasets"] == ["imdb"]
     assert "trust_remote_code=True" in text.split("## Usage")[1]
+    assert "(kept: epoch 3, the last epoch)" in text  # no validation split: nothing chose the epoch
+
+    multi = dict(metrics, task="multi_label_classification", data=dict(metrics["data"], validation=2),
+                 lr={"mode": "fixed", "chosen": 0.03, "chosen_by": "f1", "sweep": []})
+    text = model_card(multi, settings, {"frozen": 10, "trainable": 2, "head_modules": ["classifier"],
+                                        "feature_point": "mean"})
+    assert "(kept: epoch 3, by the best validation micro F1)" in text

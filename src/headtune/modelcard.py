@@ -54,6 +54,9 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
                   + ")") if data["validation"] else "no validation split"
     lr = metrics["lr"]
     grid = ", ".join(f"{row['lr']:g}" for row in lr["sweep"])
+    chosen_by = "micro F1" if lr.get("chosen_by") == "f1" else "accuracy"
+    kept_by = f"by the best validation {chosen_by}" if config["train"]["keep"] == "best" and data["validation"] \
+        else "the last epoch"
     lr_text = f"{lr['chosen']:g}, chosen on the validation split from {grid}" if lr["mode"] == "auto" \
         else f"{lr['chosen']:g}"
     calibration = metrics.get("calibration") or {}
@@ -73,8 +76,7 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         + (", ..." if len(metrics['labels']) > 20 else "") + ".",
         f"- Data: `{dataset}`, {data['train']:,} training texts, {validation}, {data['test']:,} test texts; "
         f"texts truncated to {config['model']['max_length']} tokens.",
-        f"- Epochs: {config['train']['epochs']} (kept: epoch {metrics['kept_epoch']}, by {config['train']['keep']} "
-        f"validation accuracy), batch size {config['train']['batch_size']}, AdamW, learning rate {lr_text}, "
+        f"- Epochs: {config['train']['epochs']} (kept: epoch {metrics['kept_epoch']}, {kept_by}), batch size {config['train']['batch_size']}, AdamW, learning rate {lr_text}, "
         f"{config['train']['lr_schedule']} schedule, class weights {config['train']['class_weight']}, "
         f"seed {config['train']['seed']}.",
     ]
