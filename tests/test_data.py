@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from headtune.config import DataConfig
-from headtune.data import encode_labels, load_splits, sample_stratified
+from headtune.data import encode_labels, load_splits
 from headtune.errors import HeadtuneError
 
 from conftest import SHARED_IMDB, sentiment_frame
@@ -347,19 +347,6 @@ def test_sample_is_reproducible_by_seed(sentiment_dir):
     assert a.train.texts == b.train.texts and a.test.texts == b.test.texts
     assert np.array_equal(a.train.labels, b.train.labels)
     assert a.train.texts != c.train.texts
-
-
-def test_sample_proportions_of_unbalanced_classes():
-    labels = np.array([0] * 70 + [1] * 20 + [2] * 10)
-    index = sample_stratified(labels, 30, seed=0, split="train")
-    assert len(index) == 30 and len(set(index.tolist())) == 30
-    assert np.all(np.diff(index) > 0)  # sorted: the sample keeps the split's order
-    assert np.bincount(labels[index]).tolist() == [21, 6, 3]
-
-
-def test_sample_of_the_whole_split_keeps_everything():
-    labels = np.array([0, 1, 1, 0, 1])
-    assert sample_stratified(labels, 5, seed=0, split="train").tolist() == [0, 1, 2, 3, 4]
 
 
 def test_sample_larger_than_the_split_names_its_size(sentiment_dir):

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from headtune.config import DataConfig, DataSource
-from headtune.data import allocate, describe_labels, hold_out, load_split, load_splits, \
-    smallest_sample_keeping_classes
+from headtune.data import describe_labels, load_split, load_splits
+from headtune.sampling import allocate, smallest_sample_keeping_classes
 from headtune.errors import HeadtuneError
 
 from conftest import ROOT, sentiment_frame
@@ -149,24 +149,6 @@ def test_held_out_rows_depend_on_the_sample_seed_only(sentiment_dir):
     assert a.validation.texts != c.validation.texts
 
 
-def test_holdout_never_takes_a_class_last_example():
-    labels = np.array([0] * 50 + [1] * 2 + [2])
-    for seed in range(20):
-        train, held = hold_out(labels, 0.4, seed, multi_label=False)
-        assert np.bincount(labels[train], minlength=3).min() >= 1
-        assert len(train) + len(held) == len(labels) and not set(train) & set(held)
-        # 40% of 53 rows = 21: shares 19.8 / 0.8 / 0.4 round to 20 / 1 / 0; a 1-row class keeps its row
-        assert np.bincount(labels[held], minlength=3).tolist() == [20, 1, 0]
-
-
-def test_holdout_draws_from_its_own_random_stream():
-    labels = np.array([0, 1] * 50)
-    _, held = hold_out(labels, 0.5, seed=3, multi_label=False)
-    # the sample's stream (default_rng(3)) would pick these rows for class 0 first
-    first_draw = np.random.default_rng(3).choice(np.flatnonzero(labels == 0), size=25, replace=False)
-    assert set(held[labels[held] == 0]) != set(first_draw)
-
-
 def test_tiny_train_split_still_gets_one_validation_row(tmp_path):
     write(tmp_path, GOOD_TRAIN, GOOD_TEST)  # 4 rows: 10% rounds to 0, but a validation split needs a row
     splits = load(tmp_path)
@@ -230,14 +212,6 @@ def test_test_sample_may_lose_classes(intents_dir):
     assert len(load(intents_dir, test_size=10).test.texts) == 10
 
 
-def test_smallest_sample_searches_past_a_size_that_loses_a_class_again():
-    counts = np.array([35, 41] + [130] * 75)
-    smallest = smallest_sample_keeping_classes(counts)
-    sizes = np.arange(1, counts.sum() + 1)
-    keeps = (allocate(counts, sizes) > 0).all(axis=1)
-    assert keeps[smallest - 1:].all() and not keeps[smallest - 2]
-
-
 @pytest.mark.skipif(not (BANKING77 / "train.parquet").exists(), reason="no shared BANKING77 copy")
 def test_real_banking77_train_size_50():
     refused(lambda: load(BANKING77, label_column="category", train_size=50),
@@ -247,19 +221,6 @@ def test_real_banking77_train_size_50():
     assert splits.describe_labels() == ("77 labels: Refund_not_showing_up, activate_my_card, age_limit, "
                                         "apple_pay_or_google_pay, atm_support, ...")
     assert splits.positive is None
-
-
-def test_allocation_matches_the_one_row_at_a_time_rounding():
-    rng = np.random.default_rng(0)
-    for _ in range(200):
-        counts = rng.integers(1, 60, size=rng.integers(1, 12))
-        n = int(rng.integers(1, counts.sum() + 1))
-        exact = counts * n / counts.sum()  # the rounding sample_stratified has always used
-        take = np.floor(exact).astype(int)
-        for i in np.argsort(-(exact - take), kind="stable")[: n - take.sum()]:
-            take[i] += 1
-        assert allocate(counts, n).tolist() == take.tolist()
-        assert allocate(counts, np.array([n, n]))[1].tolist() == take.tolist()
 
 
 # --------------------------------------------------------------------------- the positive label and labels in brief

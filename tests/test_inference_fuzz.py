@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 import headtune.inference
 from headtune import cli
 from headtune.config import DataConfig
-from headtune.data import encode_labels, invalid_texts, load_splits, sample_stratified
+from headtune.data import encode_labels, invalid_texts, load_splits
+from headtune.sampling import sample_stratified
 from headtune.errors import HeadtuneError
 from headtune.inference import check_texts, class_probabilities
 from headtune.saved import load_classifier
