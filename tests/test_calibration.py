@@ -83,20 +83,20 @@ def test_threshold_ties_go_to_the_one_closest_to_half():
     targets = np.array([[1, 0], [0, 1]])
     # perfect for every threshold in [0.3, 0.7): 0.5 itself
     assert tune_threshold(np.array([[0.7, 0.2], [0.3, 0.8]]), targets) == 0.5
-    # perfect only for 0.1 .. 0.35 (a label is predicted above the threshold, not at it): 0.35
-    assert tune_threshold(np.array([[0.4, 0.1]]), np.array([[1, 0]])) == 0.35
+    # perfect only for 0.15 .. 0.4 (a label is predicted at or above the threshold): 0.4
+    assert tune_threshold(np.array([[0.4, 0.1]]), np.array([[1, 0]])) == 0.4
     # perfect only for 0.65 .. 0.9
     assert tune_threshold(np.array([[0.95, 0.62]]), np.array([[1, 0]])) == 0.65
-    # 0.6 itself does not predict a probability of 0.6: perfect from 0.6 on
-    assert tune_threshold(np.array([[0.95, 0.6]]), np.array([[1, 0]])) == 0.6
+    # 0.6 itself predicts a probability of 0.6: perfect from 0.65 on
+    assert tune_threshold(np.array([[0.95, 0.6]]), np.array([[1, 0]])) == 0.65
 
 
 def test_threshold_finds_a_low_optimum():
-    # positives score 0.2, negatives 0.1: only 0.1 <= t < 0.2 separates them
+    # positives score 0.2, negatives 0.1: only 0.1 < t <= 0.2 separates them (0.15 and 0.2 of the grid)
     probabilities = np.array([[0.2, 0.1, 0.1], [0.1, 0.2, 0.2], [0.1, 0.1, 0.1]])
     targets = (probabilities > 0.15).astype(int)
-    assert tune_threshold(probabilities, targets) == 0.15
-    assert micro_f1(targets, probabilities > 0.15) == 1.0
+    assert tune_threshold(probabilities, targets) == 0.2
+    assert micro_f1(targets, probabilities >= 0.2) == 1.0
 
 
 @settings(max_examples=100, deadline=None)
@@ -109,7 +109,7 @@ def test_threshold_is_the_best_of_the_grid_by_scikit_learn(seed, k, n):
     probabilities = np.clip(0.6 * targets + rng.normal(0.2, 0.25, (n, k)), 0, 1)
     t = tune_threshold(probabilities, targets)
     assert t in {float(x) for x in THRESHOLDS} and type(t) is float
-    scores = {float(x): f1_score(targets, (probabilities > x).astype(int), average="micro", zero_division=0.0)
+    scores = {float(x): f1_score(targets, (probabilities >= x).astype(int), average="micro", zero_division=0.0)
               for x in THRESHOLDS}
     assert scores[t] == pytest.approx(max(scores.values()), abs=1e-12)
     closer = [x for x in scores if abs(x - 0.5) < abs(t - 0.5) - 1e-9]

@@ -22,14 +22,14 @@ def base(tiny_models, sentiment_dir, tmp_path):
 def test_config_file_supplies_settings_and_flags_win(base, tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("max_length: 32\nepochs: 1\ntrain_size: 60\ntest_size: 20\nlr: 0.05\nkeep: last\n"
-                      "label_names: [bad, good]\n")
+                      "label_names: [bad, good]\nweight_decay: 1e-4\n")  # YAML reads 1e-4 as a string
     code, _, err = run_cli(base + ["--config", config, "--lr", "0.01"], capsys)
     assert code == 0, err
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["config"]["model"]["max_length"] == 32 and metrics["config"]["data"]["train_size"] == 60
     assert metrics["config"]["train"]["lr"] == 0.01  # the command line wins
     assert metrics["config"]["train"]["keep"] == "last" and metrics["labels"] == ["bad", "good"]
-    assert metrics["config_file"] == str(config)
+    assert metrics["config_file"] == str(config) and metrics["config"]["train"]["weight_decay"] == 1e-4
 
 
 def test_json_config_with_dashes_and_the_resolved_configuration(base, tmp_path, capsys):
@@ -45,6 +45,8 @@ def test_json_config_with_dashes_and_the_resolved_configuration(base, tmp_path, 
     ("max_length: [32\n", ("is not valid YAML",)),
     ("- 1\n- 2\n", ("must map setting names to values",)),
     ("epochs: three\n", ("--epochs must be an integer above 0",)),
+    ("overwrite: 'false'\n", ("--overwrite is on or off: true or false (got 'false')",)),
+    ("calibrate: 0\n", ("--calibrate is on or off",)),
 ])
 def test_bad_config_files_are_one_line(base, tmp_path, capsys, text, needles):
     config = tmp_path / "run.yaml"

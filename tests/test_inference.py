@@ -300,9 +300,10 @@ def test_api_reads_a_file(binary, tmp_path):
 
 def test_api_error_for_a_missing_folder_is_the_cli_line(tmp_path, capsys):
     cli_line = one_line_error(["--model", tmp_path / "gone", "hello"], capsys)
-    with pytest.raises(HeadtuneError) as info:
+    with pytest.raises(headtune.HeadtuneError) as info:  # importable from the package, as the README says
         headtune.predict(["hello"], model=tmp_path / "gone")
     assert str(info.value) == cli_line and "does not exist" in cli_line
+    assert headtune.HeadtuneError is HeadtuneError
 
 
 @pytest.mark.parametrize("texts, settings, argv", [
@@ -332,3 +333,22 @@ def test_api_only_errors_are_one_line(binary, texts, settings, needle):
     with pytest.raises(HeadtuneError) as info:
         headtune.predict(texts, **{"model": folder, **settings})
     assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_reader_that_stops_early_is_no_error(many, tmp_path):
+    """`headtune predict ... | head`: the closed pipe ends the command quietly, with status 0."""
+    import os
+    import subprocess
+    import sys
+
+    folder, _ = many
+    texts = tmp_path / "texts.txt"
+    texts.write_text("".join(f"text number {i}\n" for i in range(1500)))  # 77 labels each: far over a pipe's buffer
+    env = {**os.environ, "PYTHONPATH": str(Path(headtune.__file__).resolve().parents[1])}
+    child = subprocess.Popen([sys.executable, "-m", "headtune", "predict", "--model", str(folder), "--file", str(texts),
+                              "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert child.stdout.read(10) == b'[\n  {\n    '
+    child.stdout.close()
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=120) == 0, stderr
+    assert "error" not in stderr

@@ -200,6 +200,27 @@ def test_unregistered_architecture_falls_back_and_still_yields_a_checkpoint(tiny
         train(tmp_path, sentiment_dir, tiny_convbert, pooling="mean", output_dir=str(tmp_path / "mean"))
 
 
+def test_the_fallback_saves_the_kept_epoch_calibrated(tiny_convbert, sentiment_dir, tmp_path):
+    """The slow path's head modules live inside the model: the kept epoch and the folded temperature must
+    reach that model, which scores the splits and is saved."""
+    settings = dict(test_size=24, epochs=6, lr=0.1, val_fraction=0.3)
+    metrics = train(tmp_path, sentiment_dir, tiny_convbert, calibrate=False, output_dir=str(tmp_path / "raw"),
+                    **settings)
+    assert metrics["kept_epoch"] < 6  # an earlier epoch was the best: the case this test is about
+    kept = metrics["history"][metrics["kept_epoch"]]["test"]
+    assert (metrics["after"]["accuracy"], metrics["after"]["loss"]) == (kept["accuracy"], pytest.approx(kept["loss"]))
+    evaluated = headtune.evaluate(model=str(tmp_path / "raw" / "model"), dataset=str(sentiment_dir), size=24,
+                                  device="cpu", output_dir=str(tmp_path / "raw-eval"))
+    assert evaluated["loss"] == pytest.approx(kept["loss"], abs=1e-5)  # the saved folder is the kept head
+
+    calibrated = train(tmp_path, sentiment_dir, tiny_convbert, output_dir=str(tmp_path / "cal"), **settings)
+    calibration = calibrated["calibration"]
+    assert calibration["temperature"] != 1 and calibration["ece_after"] != calibration["ece_before"]
+    evaluated = headtune.evaluate(model=str(tmp_path / "cal" / "model"), dataset=str(sentiment_dir), size=24,
+                                  device="cpu", output_dir=str(tmp_path / "cal-eval"))
+    assert evaluated["ece"] == pytest.approx(calibration["ece_after"], abs=1e-6)
+
+
 # --------------------------------------------------------------------------- a warm cache: no model load
 
 def comparable(metrics: dict) -> dict:
@@ -387,6 +408,10 @@ def test_paths_work_everywhere_in_the_api(tiny_models, sentiment_dir, tmp_path):
     (dict(val_fraction=0.9), "--val-fraction must be a number from 0 to below 0.5"),
     (dict(no_such_setting=1), "unknown setting --no-such-setting"),
     (dict(val_fraction=0.0), "--lr auto chooses the learning rate on a validation split"),
+    (dict(overwrite="false"), "--overwrite is on or off"),
+    (dict(encoding="bogus"), "unknown --encoding 'bogus': pass a text encoding"),
+    (dict(val_fraction=0.0, lr=0.03, patience=1), "--patience stops when the validation accuracy no longer"),
+    (dict(small_run=1), "--small-run is on or off"),
 ])
 def test_bad_api_input_is_one_headtune_error(settings, message, tiny_models, sentiment_dir, tmp_path):
     settings = {"model": str(tiny_models["distilbert"]), "dataset": str(sentiment_dir), "device": "cpu", "max_length": 32,
@@ -394,6 +419,25 @@ def test_bad_api_input_is_one_headtune_error(settings, message, tiny_models, sen
     with pytest.raises(HeadtuneError, match=message) as err:
         headtune.train(**settings)
     assert "\n" not in str(err.value)
+
+
+def test_a_threshold_of_zero_is_kept(tiny_models, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    multi_label_frame(60, 1).to_parquet(data / "train.parquet")
+    multi_label_frame(20, 2).to_parquet(data / "test.parquet")
+    metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=1, lr=0.03, threshold=0.0)
+    assert metrics["threshold"] == 0.0 and metrics["after"]["accuracy"] == 0.0  # every label predicted for every text
+
+
+def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tiny_models, sentiment_dir, tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a folder")
+    with pytest.raises(HeadtuneError, match=f"--output-dir {blocker / 'sub'} cannot be created: .* is a file"):
+        train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(blocker / "sub"))
+    assert not (tmp_path / "cache").exists()  # refused before the backbone ran
+    with pytest.raises(HeadtuneError, match="is a file, not a folder"):
+        headtune.evaluate(model=str(tiny_models["distilbert"]), dataset=str(sentiment_dir), output_dir=str(blocker))
 
 
 # --------------------------------------------------------------------------- multi-label
@@ -443,6 +487,11 @@ def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models
                                cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "eval"))
     assert result["features"] == "cache"
     assert (result["accuracy"], result["f1"]) == (metrics["after"]["accuracy"], metrics["after"]["f1"])
+    # --threshold 0 (a threshold, not "unset") predicts every label: recall 1, precision = the share of positives
+    every = headtune.evaluate(model=str(model_dir), dataset=str(data), label_column="tags", device="cpu",
+                              cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "eval0"), threshold=0.0)
+    positives = sum(len(tags) for tags in multi_label_frame(100, 2).tags)
+    assert every["f1"] == pytest.approx(2 * positives / (3 * 100 + positives))
 
 
 def test_a_warm_run_imports_neither_transformers_nor_scikit_learn(sentence_model, sentiment_dir, tmp_path):

@@ -5,13 +5,16 @@ The API functions live here; the modules behind them are named differently (`tra
 """
 from __future__ import annotations
 
+from .errors import HeadtuneError  # what every bad input raises, with the line the CLI prints
+
 __version__ = "0.1.0"
 
 
 def train(**settings) -> dict:
     """Run `headtune train` with settings named as its flags (`dataset=`, `model=`, `epochs=`, ...).
 
-    Returns the metrics that are also written to `<output_dir>/metrics.json`; in a run of several processes
+    Returns the metrics that are also written to `<output_dir>/metrics.json` (plus `timings_s.total_with_save`,
+    which the file, written by that save, cannot hold); in a run of several processes
     (torchrun, accelerate launch) only the main process gets them, the others None.
     """
     from .config import RunConfig
@@ -41,4 +44,4 @@ def evaluate(**settings) -> dict:
     return _evaluate(EvaluateRun.from_flat(**settings), frozenset(settings))
 
 
-__all__ = ["__version__", "train", "predict", "evaluate"]
+__all__ = ["__version__", "train", "predict", "evaluate", "HeadtuneError"]

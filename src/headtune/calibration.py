@@ -65,10 +65,10 @@ def micro_f1(targets: np.ndarray, predicted: np.ndarray) -> float:
 
 def tune_threshold(probabilities: np.ndarray, targets: np.ndarray) -> float:
     """The one threshold of 0.05, 0.10, ..., 0.95 with the best micro F1 when a label is predicted for
-    probability > threshold (as --threshold reads); of equal scores the one closest to 0.5, the
+    probability >= threshold (as scoring and predict apply it); of equal scores the one closest to 0.5, the
     untuned default, so a tie never moves the threshold for nothing."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    scores = [micro_f1(targets, probabilities > t) for t in THRESHOLDS]
+    scores = [micro_f1(targets, probabilities >= t) for t in THRESHOLDS]
     best = max(scores)
     tied = [t for t, s in zip(THRESHOLDS, scores) if s == best]
     return float(min(tied, key=lambda t: (round(abs(t - 0.5), 9), t)))

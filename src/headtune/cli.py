@@ -8,6 +8,7 @@ documented once. Every failure ends in one line on stderr: exit 2 for bad input,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -126,15 +127,25 @@ def read_config_file(path: str) -> dict:
         return {}
     if not isinstance(values, dict):
         raise HeadtuneError(f"--config {path} must map setting names to values (got a {type(values).__name__})")
-    known = {f.name for section in TRAIN_SECTIONS.values() for f in dataclasses.fields(section)}
+    kinds = {f.name: _field_type(hint) for section in TRAIN_SECTIONS.values()
+             for f in dataclasses.fields(section) for hint in [typing.get_type_hints(section)[f.name]]}
     settings = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name not in known:
+        if name not in kinds:
             raise HeadtuneError(f"unknown setting '{key}' in --config {path}; it takes train settings by their flag's "
                                 f"name with underscores, e.g. max_length (see headtune train --help)")
-        settings[name] = value
+        settings[name] = _number(value, kinds[name])
     return settings
+
+
+def _number(value, kind):
+    """A number written as a string in a config file (YAML reads 1e-4 as a string) converted as its flag's
+    string would be; anything else is left for the config's own check to accept or refuse."""
+    if isinstance(value, str) and kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(value)
+    return value
 
 
 def read_lines(source: str) -> list[str]:
@@ -250,6 +261,9 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"headtune: error: {err}", file=sys.stderr)
         return err.exit_code
+    except BrokenPipeError:  # the reader of the JSON (`| head`) stopped reading: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     except KeyboardInterrupt as stop:
         print(f"headtune: {interrupted_message(command, cfg)}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130

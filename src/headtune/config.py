@@ -7,6 +7,7 @@ bad values with the same one-line message. Path settings take `str` or `os.PathL
 """
 from __future__ import annotations
 
+import codecs
 import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -81,6 +82,14 @@ def _check_device(device) -> None:
         raise HeadtuneError(f"--device must be auto, cpu, cuda or cuda:N (got {device!r})")
 
 
+def _check_switches(config) -> None:
+    """On/off settings are booleans: a string such as "false" from a config file or the API would read as on."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.type == "bool" and not isinstance(value, bool):
+            raise HeadtuneError(f"{flag(f.name)} is on or off: true or false (got {value!r})")
+
+
 def _strings(name: str, value) -> list[str] | None:
     if value is None:
         return None
@@ -123,10 +132,16 @@ class DataSource:
     encoding: str = field(default="utf-8", metadata=_help("Text encoding of local CSV files."))
 
     def __post_init__(self):
+        _check_switches(self)
         self.dataset = _path("dataset", self.dataset)
         for name in ("text_column", "label_column", "encoding"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise HeadtuneError(f"{flag(name)} must be a non-empty string (got {getattr(self, name)!r})")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise HeadtuneError(f"unknown --encoding {self.encoding!r}: pass a text encoding Python knows, e.g. "
+                                "utf-8, latin-1 or cp1252") from None
         self.label_names = _strings("label_names", self.label_names)
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise HeadtuneError(f"--label-names must be distinct (got {self.label_names})")
@@ -200,6 +215,7 @@ class ModelConfig:
     allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))
 
     def __post_init__(self):
+        _check_switches(self)
         self.model = _path("model", self.model)
         _positive("max_length", self.max_length)
         _choice("pooling", self.pooling, POOLINGS)
@@ -218,7 +234,8 @@ PASS_DEFAULTS = {"cpu": (4096, 512, 1), "cuda": (65536, 8192, 32)}
 @dataclass
 class FeatureConfig:
     cache_dir: str = field(default_factory=default_cache_dir, metadata=_help(
-        "Where backbone features are cached (safetensors). Default: $HEADTUNE_CACHE or ~/.cache/headtune."))
+        "Where backbone features are cached (safetensors). Default: $HEADTUNE_CACHE, else "
+        "$XDG_CACHE_HOME/headtune, else ~/.cache/headtune."))
     no_cache: bool = field(default=False, metadata=_help("Do not read or write the feature cache."))
     max_tokens_per_batch: int | None = field(default=None, metadata=_help(
         "Token budget of one backbone batch (rows x padded length) over length-sorted texts. "
@@ -231,6 +248,7 @@ class FeatureConfig:
         "(on CUDA each new shape costs a one-time setup). Default: 1 on CPU, 32 on CUDA.", metavar="N"))
 
     def __post_init__(self):
+        _check_switches(self)
         self.cache_dir = _path("cache_dir", self.cache_dir)
         for name in ("max_tokens_per_batch", "shard_size", "pad_to_multiple_of"):
             if getattr(self, name) is not None:
@@ -266,12 +284,13 @@ class TrainConfig:
         "Fit a temperature on the validation split and fold it into the final layer, so the saved model's "
         "probabilities are calibrated (accuracy unchanged)."))
     threshold: float | None = field(default=None, metadata=_help(
-        "Multi-label: the probability above which a label is predicted. Default: tuned on the validation "
+        "Multi-label: the lowest probability at which a label is predicted. Default: tuned on the validation "
         "split (best micro F1), else 0.5.", metavar="PROB"))
     seed: int = field(default=42, metadata=_help(
         "Seed for head initialisation, shuffling and dropout (the data sample has --sample-seed)."))
 
     def __post_init__(self):
+        _check_switches(self)
         _positive("epochs", self.epochs)
         self.lr = parse_lr(self.lr)
         _positive("batch_size", self.batch_size)
@@ -295,6 +314,7 @@ class OutputConfig:
     overwrite: bool = field(default=False, metadata=_help("Replace a trained model already in --output-dir."))
 
     def __post_init__(self):
+        _check_switches(self)
         self.output_dir = _path("output_dir", self.output_dir)
 
 
@@ -310,13 +330,14 @@ class PredictConfig:
         "Return only the N most probable labels per text, most probable first. Default: every label.",
         metavar="N"))
     threshold: float | None = field(default=None, metadata=_help(
-        "Multi-label models: the probability above which a label is predicted. Default: the threshold the "
+        "Multi-label models: the lowest probability at which a label is predicted. Default: the threshold the "
         "model was trained with, else 0.5.", metavar="PROB"))
     batch_size: int = field(default=32, metadata=_help("Texts per forward pass."))
     device: str = field(default="auto", metadata=_help(DEVICE_HELP))
     allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))
 
     def __post_init__(self):
+        _check_switches(self)
         self.model = _path("model", self.model)
         if self.file is not None:
             self.file = _path("file", self.file)
@@ -340,6 +361,9 @@ class EvaluateConfig:
     sample_seed: int = field(default=42, metadata=_help("Seed of the --size sample (train's --sample-seed)."))
     max_length: int | None = field(default=None, metadata=_help(
         "Truncate texts to this many tokens. Default: the length the model was trained with, else its limit."))
+    threshold: float | None = field(default=None, metadata=_help(
+        "Multi-label models: the lowest probability at which a label is predicted. Default: the threshold the "
+        "model was trained with, else 0.5.", metavar="PROB"))
     output_dir: str | None = field(default=None, metadata=_help(
         "Folder for metrics.json and images/CONFUSION_MATRIX.png. Default: evaluate-<split> beside the model "
         "folder."))
@@ -348,12 +372,15 @@ class EvaluateConfig:
     allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))
 
     def __post_init__(self):
+        _check_switches(self)
         self.model = _path("model", self.model)
         if not isinstance(self.split, str) or not self.split.strip():
             raise HeadtuneError(f"--split must be a split name such as test (got {self.split!r})")
         for name in ("max_length", "size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
+        if self.threshold is not None:
+            _fraction("threshold", self.threshold, 0.0, 1.0)
         _check_seed("sample_seed", self.sample_seed)
         if self.output_dir is not None:
             self.output_dir = _path("output_dir", self.output_dir)

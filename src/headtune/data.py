@@ -292,8 +292,6 @@ def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
     except UnicodeDecodeError as err:
         raise HeadtuneError(f"{path} is not valid {source.encoding} text (byte {err.object[err.start]:#04x} at "
                             f"offset {err.start}); pass its encoding, e.g. {flag('encoding')} latin-1") from err
-    except LookupError as err:
-        raise HeadtuneError(f"unknown {flag('encoding')} '{source.encoding}'") from err
     except Exception as err:  # pandas/pyarrow parse errors come in many types
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HeadtuneError(f"cannot read {path} as {kind}: {reason}") from err

@@ -25,7 +25,7 @@ from .features import cached_features, extract_features, resolve_device
 from .inference import is_multi_label, label_names, score_texts
 from .modeling import check_max_length, file_sha256, max_positions
 from . import atomic
-from .report import draw_charts, evaluation_charts
+from .report import check_output_dir, draw_charts, evaluation_charts
 from .saved import encoder_config, load_classifier
 from .scoring import metric_names, probabilities, score
 from .training import Task
@@ -39,6 +39,8 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     start = time.perf_counter()
     cfg = run.evaluate
     folder = Path(cfg.model).expanduser()
+    out = Path(cfg.output_dir) if cfg.output_dir else folder.parent / f"evaluate-{cfg.split}"
+    check_output_dir(out)  # before the slow work, as train checks its own
     device = resolve_device(cfg.device)
     model, tokenizer, settings = load_classifier(folder, device, cfg.allow_pickle)
     source = _source(run, settings, given)
@@ -56,19 +58,22 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
         how = "full model"
     positive = settings.get("positive_label")
     task = Task(len(names), multi_label, names.index(positive) if positive in names else 1,
-                threshold=settings.get("threshold") or 0.5)
+                threshold=_first_set(cfg.threshold, settings.get("threshold"), 0.5))
     metrics = {"model": str(folder), "dataset": source.dataset, "split": cfg.split, "texts": len(split.texts),
                "labels": names, "metric_names": metric_names(names, task), "max_length": max_length,
                "pooling": settings.get("pooling"), "features": how,
                "positive_label": names[task.positive] if len(names) == 2 and not multi_label else None,
                **score(probs, split.labels, task, names),
                "seconds": round(time.perf_counter() - start, 3)}
-    out = Path(cfg.output_dir) if cfg.output_dir else folder.parent / f"evaluate-{cfg.split}"
     _write(out, metrics, f"{folder.parent.name or folder.name} on {Path(source.dataset).name} ({cfg.split})")
     log.info("%s on %s (%s, %d texts): %s %.4f, %s %.4f; features: %s; wrote %s", folder, source.dataset, cfg.split,
              len(split.texts), metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"],
              metrics["f1"], how, out)
     return metrics
+
+
+def _first_set(*values):
+    return next(v for v in values if v is not None)  # not `or`: a threshold of 0 is a threshold
 
 
 def _source(run: EvaluateRun, settings: dict, given: frozenset[str]):

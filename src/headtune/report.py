@@ -42,8 +42,9 @@ CELL_TEXT_MAX = 20  # more labels than this: cells too small for their counts
 Chart = Callable[[dict, str, Path], None]
 
 
-def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse, before any work is done, to replace a trained model unless asked to."""
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = True) -> None:
+    """Refuse, before any work is done, a folder that cannot be written, and to replace a trained model
+    unless asked to."""
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise HeadtuneError(f"{flag('output_dir')} {out} is a file, not a folder")
@@ -53,6 +54,8 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool) -> None:
     parent = out.resolve().parent
     while not parent.exists():
         parent = parent.parent
+    if not parent.is_dir():
+        raise HeadtuneError(f"{flag('output_dir')} {out} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise HeadtuneError(f"cannot write to {parent}; choose another {flag('output_dir')}")
 

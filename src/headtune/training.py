@@ -143,7 +143,7 @@ class Task:
     multi_label: bool = False
     positive: int = 1  # two labels: the class whose F1 is reported
     class_weights: torch.Tensor | None = None  # cross-entropy weights, or BCE pos_weight for multi-label
-    threshold: float = 0.5  # multi-label: probability above which a label is predicted
+    threshold: float = 0.5  # multi-label: lowest probability at which a label is predicted
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         weights = None if self.class_weights is None else self.class_weights.to(logits.device)
@@ -365,8 +365,12 @@ def _result(head, model, records, best, best_state, lrs, keep_best, stackable, s
         chosen = max(range(len(lrs)), key=lambda i: (last["validation"][i][chosen_by], -last["validation"][i]["loss"]))
         kept = last["epoch"]
     state = best_state if keep_best else model.state_dict()
-    kept_head = copy.deepcopy(head)
-    kept_head.load_state_dict(member_state(state, chosen) if stackable else state)
+    if stackable:
+        kept_head = copy.deepcopy(head)
+        kept_head.load_state_dict(member_state(state, chosen))
+    else:  # in place: the full-model fallback's head modules live inside the model that scores and is saved
+        kept_head = head
+        kept_head.load_state_dict(state)
     kept_head.eval()
     history = [{"epoch": r["epoch"], "train_loss": None if r["train_loss"] is None else r["train_loss"][chosen],
                 "validation": None if r["validation"] is None else r["validation"][chosen],

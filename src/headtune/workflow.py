@@ -155,6 +155,10 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
 
 def _learning_rates(cfg: RunConfig, splits: Splits, registered: bool) -> list[float]:
+    if cfg.train.patience is not None and splits.validation is None:  # silently training on would mislead
+        raise HeadtuneError("--patience stops when the validation accuracy no longer improves, and this run has no "
+                            "validation split (--val-fraction 0); drop --patience or hold rows out, e.g. "
+                            "--val-fraction 0.1")
     if cfg.train.lr != "auto":
         return [cfg.train.lr]
     if splits.validation is None:
@@ -171,7 +175,7 @@ def _task(cfg: RunConfig, splits: Splits) -> Task:
     weights = balanced_weights(splits.train.labels, n, splits.multi_label) \
         if cfg.train.class_weight == "balanced" else None
     positive = splits.positive if splits.positive is not None else 1
-    return Task(n, splits.multi_label, positive, weights, cfg.train.threshold or 0.5)
+    return Task(n, splits.multi_label, positive, weights, 0.5 if cfg.train.threshold is None else cfg.train.threshold)
 
 
 def _log_epoch(record: dict) -> None:

@@ -5,7 +5,6 @@ Nothing here knows a family: each family module (bert.py, distilbert.py, ...) co
 """
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from typing import Callable, Sequence, Union
 
@@ -169,6 +168,3 @@ def final_linear(head: nn.Module) -> nn.Linear:
     into it scales the logits)."""
     return [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
 
-
-def fan_in_std(config) -> float:
-    return 1.0 / math.sqrt(config.hidden_size)
