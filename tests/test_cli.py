@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -68,8 +69,11 @@ def test_models_lists_every_family_with_its_poolings(capsys):
         line = next(line for line in out.splitlines() if line.startswith(family.name + " "))
         assert all(model_type in line for model_type in family.model_types)
         assert "native=" in line and "cls=" in line and "mean=" in line
-        assert (" yes " in line.split(family.model_types[-1], 1)[1])
     assert "trust_remote_code=True" in out
+    # the README shows this very output, cell for cell (the one-pass and shortcut columns, each pooling's reading)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("$ headtune models\n", 1)[1].split("```", 1)[0]
+    assert out == shown
 
 
 def test_python_dash_m_headtune_is_the_same_command(tmp_path):

@@ -37,7 +37,7 @@ def frame(texts, labels) -> pd.DataFrame:
 
 def load(folder, seed: int = 0, **settings):
     # No validation rows held out unless a test asks: these tests check reading and sampling, which
-    # they compare against the whole train split (test_data_validation.py covers the held-out rows).
+    # they compare against the whole train split (test_data_splits.py covers the held-out rows).
     settings.setdefault("val_fraction", 0.0)
     return load_splits(DataConfig(dataset=str(folder), sample_seed=seed, **settings))
 

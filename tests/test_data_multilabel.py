@@ -124,6 +124,12 @@ def test_multi_label_sample_and_holdout_are_seeded(topics_dir):
     assert a.train.texts == b.train.texts and a.validation.texts == b.validation.texts
     assert sorted(a.train.texts + a.validation.texts) == sorted(c.train.texts)  # the same sample
     assert a.validation.labels.shape == (20, 5)
+    d = load(topics_dir, train_size=100, sample_seed=4, val_fraction=0.2)
+    assert sorted(d.train.texts + d.validation.texts) != sorted(c.train.texts)  # another seed, another sample
+    whole = [load(topics_dir, sample_seed=seed, val_fraction=0.2) for seed in (3, 4)]  # the same rows...
+    assert sorted(whole[0].train.texts + whole[0].validation.texts) == \
+        sorted(whole[1].train.texts + whole[1].validation.texts)
+    assert whole[0].validation.texts != whole[1].validation.texts  # ...held out by the seed
     full = pd.read_parquet(topics_dir / "train.parquet")
     by_text = dict(zip(full.text, full.label))
     for text, row in zip(a.train.texts, a.train.labels):

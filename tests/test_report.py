@@ -210,6 +210,9 @@ def test_confusion_matrix_two_labels():
     ax = fig.axes[0]
     counts = IMDB["test"]["confusion_matrix"]
     assert sorted(texts(ax)) == sorted(f"{c:,}" for row in counts for c in row)
+    # each count in its own cell: column = predicted label (x), row = true label (y)
+    assert {t.get_position(): t.get_text() for t in ax.texts} == \
+        {(col, row): f"{counts[row][col]:,}" for row in range(2) for col in range(2)}
     assert [t.get_text() for t in ax.get_yticklabels()] == ["neg", "pos"]  # rows: true labels
     assert ax.get_ylabel() == "True label" and ax.get_xlabel() == "Predicted label"
     shares = ax.images[0].get_array()
@@ -242,7 +245,9 @@ def test_confusion_matrix_77_labels_is_big_without_cell_text(tmp_path):
 def test_confusion_matrix_ten_labels_writes_counts():
     metrics = single_label([f"class {i}" for i in range(10)])
     ax = confusion_matrix_figure(metrics, "t").axes[0]
-    assert len(ax.texts) == 100
+    counts = metrics["test"]["confusion_matrix"]
+    assert {t.get_position(): t.get_text() for t in ax.texts} == \
+        {(col, row): f"{counts[row][col]:,}" for row in range(10) for col in range(10)}
 
 
 def test_multilabel_table_of_counts():

@@ -13,8 +13,8 @@ from conftest import Backbone
 from headtune.architectures.parts import Chain, linear_head, normal_init
 from headtune.config import TrainConfig
 from headtune.features import tokenize
-from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, balanced_weights, logits_of,
-                               lr_factor, member_state, stack, train_head)
+from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, _better, _weighted_mean,
+                               balanced_weights, logits_of, lr_factor, member_state, stack, train_head)
 
 CPU = torch.device("cpu")
 
@@ -116,7 +116,25 @@ def test_patience_stops_when_no_copy_improves(data):
     assert len(result.history) == result.stopped_after + 1
     accuracy = [h["validation"]["accuracy"] for h in result.history[1:]]
     best_epoch = int(np.argmax(accuracy)) + 1
-    assert result.stopped_after - best_epoch >= 2  # two epochs without a better one, then it stopped
+    assert result.stopped_after == best_epoch + 2  # exactly two epochs without a better one, then it stopped
+
+
+def test_an_epoch_is_better_by_accuracy_then_by_loss():
+    assert _better(0.81, 0.9, 0.80, 0.1)  # higher accuracy wins whatever the loss
+    assert not _better(0.79, 0.1, 0.80, 0.9)
+    assert _better(0.80, 0.3, 0.80, 0.4)  # equal accuracy: the lower validation loss
+    assert not _better(0.80, 0.4, 0.80, 0.4)  # a tie keeps the earlier epoch
+
+
+def test_a_class_weighted_batch_loss_is_what_cross_entropy_computes():
+    """Each stacked copy's batch loss is cross_entropy(weight=w)'s mean: divided by the summed weights."""
+    weights = torch.tensor([0.5, 2.0, 1.0])
+    task = Task(3, class_weights=weights)
+    logits, batch = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 2, 0])
+    per_copy = task.loss(logits.flatten(0, 1), batch.repeat(2), "none").view(2, 5)
+    got = _weighted_mean(per_copy, batch, task)
+    for copy_, expected in zip(got, [nn.functional.cross_entropy(x, batch, weight=weights) for x in logits]):
+        assert copy_.item() == pytest.approx(expected.item(), abs=1e-6)
 
 
 def test_balanced_class_weights_raise_minority_recall():
@@ -149,7 +167,8 @@ def test_multi_label_heads_learn_each_label():
     final = result.history[result.kept_epoch]
     assert final["test"]["accuracy"] > 0.7 and final["test"]["f1"] > 0.85
     assert result.history[0]["test"]["f1"] < 0.7
-    assert balanced_weights(y, 3, True).shape == (3,)
+    positives = y.sum(axis=0)
+    assert balanced_weights(y, 3, True).tolist() == pytest.approx(((len(y) - positives) / positives).tolist())
 
 
 def test_training_touches_only_the_head_and_leaves_the_rng_alone(data):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,8 @@ def test_metrics_json(binary_run):
     assert {k: v for k, v in metrics.items() if k != "timings_s"} == {k: v for k, v in saved.items()
                                                                       if k != "timings_s"}
     assert [h["epoch"] for h in saved["history"]] == [0, 1, 2]
+    test_labels = pd.read_parquet(Path(saved["config"]["data"]["dataset"]) / "test.parquet").label
+    assert saved["chance_accuracy"] == test_labels.value_counts().max() / len(test_labels)  # the majority's share
     assert saved["before"] == {k: saved["history"][0]["test"][k] for k in ("accuracy", "f1", "loss")}
     kept = saved["history"][saved["kept_epoch"]]
     # calibration folds a temperature into the head: the same predictions, so the same accuracy and F1
@@ -387,6 +390,21 @@ def test_the_folded_temperature_keeps_the_argmax_and_gives_the_fitted_probabilit
     assert {k: plain["after"][k] for k in ("accuracy", "f1")} == {k: calibrated["after"][k] for k in ("accuracy", "f1")}
     assert calibrated["calibration"]["ece_after"] != calibrated["calibration"]["ece_before"]
 
+    # the temperature is the one that minimises the validation split's log loss (the test split plays no part)
+    from headtune.config import DataConfig
+    from headtune.data import load_splits
+
+    validation = load_splits(DataConfig(dataset=str(sentiment_dir), train_size=200, test_size=100)).validation
+    rows = headtune.predict(validation.texts, model=str(tmp_path / "plain" / "model"), device="cpu", max_length=32)
+    margin = np.array([np.log(r["pos_prob"] / r["neg_prob"]) for r in rows])
+    sign = np.where(validation.labels == 1, 1.0, -1.0)
+
+    def log_loss(t: float) -> float:
+        return float(np.mean(np.logaddexp(0.0, -sign * margin / t)))
+
+    neighbours = [t for t in (temperature * 1.05, temperature / 1.05) if 0.05 <= t <= 20]  # the range searched
+    assert neighbours and log_loss(temperature) < min(log_loss(t) for t in neighbours)
+
 
 def test_paths_work_everywhere_in_the_api(tiny_models, sentiment_dir, tmp_path):
     from pathlib import Path
@@ -421,6 +439,22 @@ def test_bad_api_input_is_one_headtune_error(settings, message, tiny_models, sen
     assert "\n" not in str(err.value)
 
 
+def test_the_threshold_is_tuned_on_the_validation_split(tiny_models, tmp_path):
+    from headtune.calibration import tune_threshold
+    from headtune.config import DataConfig
+    from headtune.data import load_splits
+
+    data = tmp_path / "data"
+    data.mkdir()
+    multi_label_frame(300, 1).to_parquet(data / "train.parquet")
+    multi_label_frame(100, 2).to_parquet(data / "test.parquet")
+    metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=2, lr=0.3)
+    validation = load_splits(DataConfig(dataset=str(data), label_column="tags")).validation
+    rows = headtune.predict(validation.texts, model=str(tmp_path / "out" / "model"), device="cpu", max_length=32)
+    probabilities = np.array([[r[f"{n}_prob"] for n in ("long", "neg", "pos")] for r in rows])
+    assert metrics["threshold"] == tune_threshold(probabilities, validation.labels) != 0.5  # not the default
+
+
 def test_a_threshold_of_zero_is_kept(tiny_models, tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -428,6 +462,8 @@ def test_a_threshold_of_zero_is_kept(tiny_models, tmp_path):
     multi_label_frame(20, 2).to_parquet(data / "test.parquet")
     metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=1, lr=0.03, threshold=0.0)
     assert metrics["threshold"] == 0.0 and metrics["after"]["accuracy"] == 0.0  # every label predicted for every text
+    label_sets = pd.Series([tuple(sorted(tags)) for tags in multi_label_frame(20, 2).tags]).value_counts()
+    assert metrics["chance_accuracy"] == label_sets.max() / 20 != 0.5  # the most common label set's share
 
 
 def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tiny_models, sentiment_dir, tmp_path):
