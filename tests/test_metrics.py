@@ -50,10 +50,15 @@ def test_perfect_predictions_and_plain_float_results():
     assert all(type(v) is float for v in m.values())  # JSON-serialisable, not numpy scalars
 
 
+def label_pairs(max_classes: int, max_rows: int):
+    """(k, [(true label, predicted label), ...]) with 2..max_classes classes."""
+    return st.integers(min_value=2, max_value=max_classes).flatmap(
+        lambda k: st.tuples(st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)),
+                                                 min_size=1, max_size=max_rows)))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=2, max_value=5).flatmap(
-    lambda k: st.tuples(st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)),
-                                             min_size=1, max_size=40))))
+@given(label_pairs(max_classes=5, max_rows=40))
 def test_equal_to_scikit_learn(case):
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -116,9 +121,7 @@ def test_reports_are_plain_json():
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.integers(min_value=2, max_value=6).flatmap(
-    lambda k: st.tuples(st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)),
-                                             min_size=1, max_size=50))))
+@given(label_pairs(max_classes=6, max_rows=50))
 def test_classification_report_equals_scikit_learn(case):
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
