@@ -218,7 +218,10 @@ def test_bad_settings(capsys, train_args, flag, value, needle):
 
 
 def test_unknown_flag(capsys, train_args):
-    refused_train(capsys, train_args() + ["--colour", "red"], "unrecognized arguments: --colour red", "--help")
+    refused_train(capsys, train_args() + ["--colour", "red"],
+                  "unrecognized arguments: --colour red (see headtune train --help)")  # the command's own help
+    refused_train(capsys, ["-q"] + train_args(), "unrecognized arguments: -q (see headtune train --help; "
+                                                 "flags go after the command)")
 
 
 def test_max_length_above_the_model_limit_is_refused_before_any_work(capsys, train_args, tmp_path):

@@ -264,7 +264,7 @@ def test_a_blank_line_between_texts_is_still_refused(binary, tmp_path, capsys):
     path = tmp_path / "texts.txt"
     path.write_text("a great film\n  \ndull mess\n\n")
     assert one_line_error(["--model", folder, "--file", path], capsys) == \
-        "line 2 is empty or whitespace only; every line must hold UTF-8 text"
+        "line 2 is empty or whitespace only; every line must be non-blank, valid Unicode text"
 
 
 def test_a_file_of_blank_lines_has_no_texts(binary, tmp_path, capsys):

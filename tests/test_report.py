@@ -180,6 +180,17 @@ def test_line_chart_validation_test_chance_and_saved_epoch():
     assert "Validation" not in labels and "Test" in labels
 
 
+def test_line_chart_of_a_tuned_threshold_shows_both_scores():
+    """Multi-label epochs are scored at 0.5; the saved head at its tuned threshold is a point of its own."""
+    metrics = dict(multi_label(3), threshold=0.35, after={"accuracy": 0.25, "f1": 0.6})
+    lines = {line.get_label(): line for line in line_figure(metrics, "t").axes[0].get_lines()}
+    assert list(lines["epoch 2 at threshold 0.5: test 0.400"].get_ydata()) == [0.4]
+    tuned = lines["saved, threshold 0.35: test 0.250"]
+    assert list(tuned.get_xdata()) == [2] and list(tuned.get_ydata()) == [0.25]
+    untuned = {line.get_label() for line in line_figure(dict(metrics, threshold=0.5), "t").axes[0].get_lines()}
+    assert "saved (epoch 2): test 0.400" in untuned and not any("threshold" in label for label in untuned)
+
+
 def test_line_chart_many_epochs_keeps_readable_ticks():
     fig = line_figure(dict(IMDB, history=history(*np.linspace(0.5, 0.9, 41)), kept_epoch=40), "t")
     render(fig)

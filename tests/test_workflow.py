@@ -528,6 +528,7 @@ def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models
                               cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "eval0"), threshold=0.0)
     positives = sum(len(tags) for tags in multi_label_frame(100, 2).tags)
     assert every["f1"] == pytest.approx(2 * positives / (3 * 100 + positives))
+    assert (result["threshold"], every["threshold"]) == (metrics["threshold"], 0.0)  # the threshold applied
 
 
 def test_a_warm_run_imports_neither_transformers_nor_scikit_learn(sentence_model, sentiment_dir, tmp_path):

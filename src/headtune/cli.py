@@ -26,6 +26,9 @@ from .errors import HeadtuneError, flag
 log = logging.getLogger("headtune")
 
 
+COMMON_FLAGS = ("--debug", "-q", "--quiet")  # every command's own flags, given after the command
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse's usage dump would make the error two lines
         raise HeadtuneError(f"{message} (see {self.prog} --help)")
@@ -51,6 +54,8 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls, title: str, sk
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "")}
         if kind is bool:  # a setting that is on by default gets --no-NAME to turn it off
             kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
+            if default:
+                kwargs["help"] += " (default: on)"
         else:
             # a field with its own parser (e.g. --lr: a number or "auto") gets the raw string; the dataclass parses
             kwargs["type"] = str if kind is list or "parse" in f.metadata else kind
@@ -68,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "text classification, with one cached backbone pass.")
     parser.add_argument("--version", action="version", version=f"headtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    common = _Parser(add_help=False)
+    common = _Parser(add_help=False)  # COMMON_FLAGS
     common.add_argument("--debug", action="store_true", help="Show full tracebacks and debug logs.")
     common.add_argument("-q", "--quiet", action="store_true", help="Log warnings and errors only.")
 
@@ -94,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "prints JSON.",
                               description="Print the metrics a run reports (accuracy, F1, per-class results, "
                                           "confusion matrix) for a saved sequence-classification folder on a split "
-                                          "of --dataset, and write them with images/CONFUSION_MATRIX.png.")
+                                          "of --dataset, and write them with images/CONFUSION_MATRIX.png (and "
+                                          "RELIABILITY.png for single-label models).")
     for section, config_cls in EVALUATE_SECTIONS.items():
         add_config_flags(evaluate, config_cls, f"{section} settings")
 
@@ -227,7 +233,12 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     command, cfg = None, None
     try:
-        args = vars(build_parser().parse_args(argv))
+        namespace, unknown = build_parser().parse_known_args(argv)
+        if unknown:  # argparse would send the user to `headtune --help`, which lists no command's flags
+            hint = "; flags go after the command" if any(a in COMMON_FLAGS for a in unknown) else ""
+            raise HeadtuneError(f"unrecognized arguments: {' '.join(unknown)} "
+                                f"(see headtune {namespace.command} --help{hint})")
+        args = vars(namespace)
         command, debug, quiet = args.pop("command"), args.pop("debug"), args.pop("quiet")
         if command == "train":
             config_file = args.pop("config", None)

@@ -282,7 +282,8 @@ class TrainConfig:
         "imbalanced data.", choices=list(CLASS_WEIGHTS)))
     calibrate: bool = field(default=True, metadata=_help(
         "Fit a temperature on the validation split and fold it into the final layer, so the saved model's "
-        "probabilities are calibrated (accuracy unchanged)."))
+        "probabilities are calibrated (accuracy unchanged). Single-label data only: multi-label runs tune "
+        "--threshold instead."))
     threshold: float | None = field(default=None, metadata=_help(
         "Multi-label: the lowest probability at which a label is predicted. Default: tuned on the validation "
         "split (best micro F1), else 0.5.", metavar="PROB"))

@@ -63,6 +63,7 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
                "labels": names, "metric_names": metric_names(names, task), "max_length": max_length,
                "pooling": settings.get("pooling"), "features": how,
                "positive_label": names[task.positive] if len(names) == 2 and not multi_label else None,
+               "threshold": task.threshold if multi_label else None,
                **score(probs, split.labels, task, names),
                "seconds": round(time.perf_counter() - start, 3)}
     _write(out, metrics, f"{folder.parent.name or folder.name} on {Path(source.dataset).name} ({cfg.split})")

@@ -44,7 +44,7 @@ def check_texts(texts, source: str = "text") -> list[str]:
     for i, text in enumerate(texts, start=1):
         problem = text_problem(text)
         if problem:
-            raise HeadtuneError(f"{source} {i} {problem}; every {source} must hold UTF-8 text")
+            raise HeadtuneError(f"{source} {i} {problem}; every {source} must be non-blank, valid Unicode text")
     return texts
 
 

@@ -160,7 +160,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
         if filled is not None and stats.computed_shards == 0:  # the pass ran before, in parts: report it
             stats = filled.passes[name]
         passes[name] = vars(stats)
-        log.info("backbone pass %s: %d texts, %.1fs (%d shards from cache, %d computed)", name, stats.texts,
+        log.info("backbone pass %s: %s texts, %.1fs (cache shards: %d read, %d computed)", name, f"{stats.texts:,}",
                  stats.seconds, stats.cached_shards, stats.computed_shards)
 
     model_loaded = loaded is not None or (filled is not None and filled.model_loaded)

@@ -141,8 +141,15 @@ def line_figure(metrics: dict, title: str) -> Figure:
     if kept is not None and kept in epochs:
         ax.axvline(kept, color=GUIDE, linestyle=":", linewidth=1)
         y = test[epochs.index(kept)]
+        threshold = metrics.get("threshold")
+        tuned = threshold is not None and threshold != 0.5  # multi-label: the epochs were scored at 0.5
         ax.plot([kept], [y], marker="*", markersize=14, color=AFTER, markeredgecolor="black", linestyle="none",
-                label=f"saved (epoch {kept}): test {y:.3f}", clip_on=False, zorder=3)
+                label=f"epoch {kept} at threshold 0.5: test {y:.3f}" if tuned else f"saved (epoch {kept}): test {y:.3f}",
+                clip_on=False, zorder=3)
+        if tuned and metrics.get("after"):
+            after = metrics["after"]["accuracy"]
+            ax.plot([kept], [after], marker="D", markersize=8, color=VALIDATION, markeredgecolor="black",
+                    linestyle="none", label=f"saved, threshold {threshold:g}: test {after:.3f}", clip_on=False, zorder=3)
     ax.set_ylim(0, 1)
     ax.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))

@@ -287,8 +287,10 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
         val, tst = evaluate()
         records.append({"epoch": epoch, "train_loss": losses, "validation": val, "test": tst,
                         "seconds": time.perf_counter() - started})
-        on_epoch({"epoch": epoch, "train_loss": None if losses is None else min(losses), "chosen_by": chosen_by,
-                  "validation": None if val is None else max(val, key=lambda m: m[chosen_by]),
+        # the copy leading on the validation split this epoch, with its own train loss: one coherent line
+        lead = 0 if val is None else max(range(k), key=lambda i: (val[i][chosen_by], -val[i]["loss"]))
+        on_epoch({"epoch": epoch, "train_loss": None if losses is None else losses[lead], "chosen_by": chosen_by,
+                  "validation": None if val is None else val[lead], "lr": float(lrs[lead]), "rates": k,
                   "test": tst[0] if k == 1 or epoch == 0 else None})  # epoch 0: every copy is the same head
 
     record(0, None, time.perf_counter())

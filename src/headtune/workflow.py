@@ -184,9 +184,10 @@ def _log_epoch(record: dict) -> None:
         log.info("epoch 0 (untrained head): test %saccuracy %.4f", subset, record["test"]["accuracy"])
         return
     parts = [f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"]
-    if record["validation"] is not None:  # the best copy by what chooses (micro F1 for multi-label data)
+    if record["validation"] is not None:  # the copy leading by what chooses (micro F1 for multi-label data)
         name = "micro F1" if record["chosen_by"] == "f1" else "accuracy"
-        parts.append(f"best validation {name} {record['validation'][record['chosen_by']]:.4f}")
+        lead = f" (lr {record['lr']:g}, the best of {record['rates']} rates)" if record["rates"] > 1 else ""
+        parts.append(f"validation {name} {record['validation'][record['chosen_by']]:.4f}{lead}")
     if record["test"] is not None:
         parts.append(f"test accuracy {record['test']['accuracy']:.4f}")
     log.info(", ".join(parts))
@@ -305,6 +306,11 @@ def _summary(metrics: dict, out, max_length: int) -> None:
     if metrics["validation"]:
         log.info("validation %s %.4f (%s)", names["accuracy"], metrics["validation"]["after"]["accuracy"],
                  "held out of the training sample" if metrics["validation"]["source"] == "train" else "the dataset's own")
+    if metrics["task"] == "multi_label_classification":
+        tuned = "tuned on the validation split for micro F1" if metrics["config"]["train"]["threshold"] is None \
+            and metrics["validation"] else "as set"
+        log.info("threshold %g (%s; the epochs above were scored at 0.5); no temperature calibration "
+                 "(it applies to single-label data)", metrics["threshold"], tuned)
     calibration = metrics["calibration"]
     if calibration and calibration.get("temperature"):
         log.info("calibration: temperature %.3f, test ECE %.4f -> %.4f", calibration["temperature"],
