@@ -455,6 +455,13 @@ def test_the_threshold_is_tuned_on_the_validation_split(tiny_models, tmp_path):
     assert metrics["threshold"] == tune_threshold(probabilities, validation.labels) != 0.5  # not the default
 
 
+def test_evaluate_refuses_a_threshold_for_a_single_label_model(binary_run, sentiment_dir, tmp_path):
+    _, out = binary_run  # as predict does: a silent no-op would look like a threshold that did nothing
+    with pytest.raises(HeadtuneError, match="--threshold applies to multi-label models only"):
+        headtune.evaluate(model=str(out / "model"), dataset=str(sentiment_dir), threshold=0.3, device="cpu",
+                          output_dir=str(tmp_path / "eval"))
+
+
 def test_a_threshold_of_zero_is_kept(tiny_models, tmp_path):
     data = tmp_path / "data"
     data.mkdir()

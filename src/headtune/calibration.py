@@ -11,6 +11,7 @@ import numpy as np
 
 LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 THRESHOLDS = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05, 0.10, ..., 0.95
+DEFAULT_THRESHOLD = 0.5  # multi-label: the threshold when none is set or tuned
 _GOLDEN = (math.sqrt(5) - 1) / 2
 
 
@@ -71,4 +72,4 @@ def tune_threshold(probabilities: np.ndarray, targets: np.ndarray) -> float:
     scores = [micro_f1(targets, probabilities >= t) for t in THRESHOLDS]
     best = max(scores)
     tied = [t for t, s in zip(THRESHOLDS, scores) if s == best]
-    return float(min(tied, key=lambda t: (round(abs(t - 0.5), 9), t)))
+    return float(min(tied, key=lambda t: (round(abs(t - DEFAULT_THRESHOLD), 9), t)))

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "text classification, with one cached backbone pass.")
     parser.add_argument("--version", action="version", version=f"headtune {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    common = _Parser(add_help=False)  # COMMON_FLAGS
+    common = _Parser(add_help=False)  # every command's COMMON_FLAGS
     common.add_argument("--debug", action="store_true", help="Show full tracebacks and debug logs.")
     common.add_argument("-q", "--quiet", action="store_true", help="Log warnings and errors only.")
 
@@ -133,8 +133,8 @@ def read_config_file(path: str) -> dict:
         return {}
     if not isinstance(values, dict):
         raise HeadtuneError(f"--config {path} must map setting names to values (got a {type(values).__name__})")
-    kinds = {f.name: _field_type(hint) for section in TRAIN_SECTIONS.values()
-             for f in dataclasses.fields(section) for hint in [typing.get_type_hints(section)[f.name]]}
+    kinds = {name: _field_type(hint) for section in TRAIN_SECTIONS.values()
+             for name, hint in typing.get_type_hints(section).items()}
     settings = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")

@@ -19,10 +19,11 @@ import torch
 from safetensors import safe_open
 
 from .architectures import HeadPlan, backbone_features, family_of
+from .calibration import DEFAULT_THRESHOLD
 from .config import EvaluateRun
 from .data import load_split
 from .features import cached_features, extract_features, resolve_device
-from .inference import is_multi_label, label_names, score_texts
+from .inference import is_multi_label, label_names, resolve_threshold, score_texts
 from .modeling import check_max_length, file_sha256, max_positions
 from . import atomic
 from .report import check_output_dir, draw_charts, evaluation_charts
@@ -57,13 +58,14 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
         probs = score_texts(model, tokenizer, split.texts, max_length, cfg.batch_size, multi_label).probs
         how = "full model"
     positive = settings.get("positive_label")
+    threshold = resolve_threshold(cfg.threshold, settings, multi_label)  # predict's rule: None for single-label
     task = Task(len(names), multi_label, names.index(positive) if positive in names else 1,
-                threshold=_first_set(cfg.threshold, settings.get("threshold"), 0.5))
+                threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
     metrics = {"model": str(folder), "dataset": source.dataset, "split": cfg.split, "texts": len(split.texts),
                "labels": names, "metric_names": metric_names(names, task), "max_length": max_length,
                "pooling": settings.get("pooling"), "features": how,
                "positive_label": names[task.positive] if len(names) == 2 and not multi_label else None,
-               "threshold": task.threshold if multi_label else None,
+               "threshold": threshold,
                **score(probs, split.labels, task, names),
                "seconds": round(time.perf_counter() - start, 3)}
     _write(out, metrics, f"{folder.parent.name or folder.name} on {Path(source.dataset).name} ({cfg.split})")
@@ -71,10 +73,6 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
              len(split.texts), metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"],
              metrics["f1"], how, out)
     return metrics
-
-
-def _first_set(*values):
-    return next(v for v in values if v is not None)  # not `or`: a threshold of 0 is a threshold
 
 
 def _source(run: EvaluateRun, settings: dict, given: frozenset[str]):

@@ -16,6 +16,7 @@ import logging
 import numpy as np
 import torch
 
+from .calibration import DEFAULT_THRESHOLD
 from .config import PredictConfig
 from .data import text_problem
 from .errors import HeadtuneError, flag
@@ -25,7 +26,6 @@ from .saved import encoder_config, load_classifier
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.5
 
 
 def check_texts(texts, source: str = "text") -> list[str]:
@@ -56,7 +56,7 @@ def predict(texts, model=PredictConfig.model, **settings) -> list[dict]:
     texts = check_texts(texts, source)
     clf, tokenizer, saved = load_classifier(cfg.model, resolve_device(cfg.device), cfg.allow_pickle)
     multi_label = is_multi_label(clf.config, saved)
-    threshold = _threshold(cfg.threshold, saved, multi_label)
+    threshold = resolve_threshold(cfg.threshold, saved, multi_label)
     max_length = _max_length(cfg.max_length, clf, tokenizer, saved)
     scores = score_texts(clf, tokenizer, texts, max_length, cfg.batch_size, multi_label)
     _warn_truncated(scores.truncated, max_length)
@@ -96,7 +96,9 @@ def is_multi_label(config, saved: dict) -> bool:
     return problem == "multi_label_classification"
 
 
-def _threshold(asked: float | None, saved: dict, multi_label: bool) -> float | None:
+def resolve_threshold(asked: float | None, saved: dict, multi_label: bool) -> float | None:
+    """A multi-label model's threshold: the one asked for, else the one it was trained with, else the default;
+    None for a single-label model, where asking for one is refused."""
     if not multi_label:
         if asked is not None:  # a silent no-op would look like a threshold that did nothing
             raise HeadtuneError(f"{flag('threshold')} applies to multi-label models only, and this model is "

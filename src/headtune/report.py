@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import atomic
+from .calibration import DEFAULT_THRESHOLD
 from .errors import HeadtuneError, flag
 
 ARTIFACTS = ("model", "images", "metrics.json")
@@ -142,14 +143,17 @@ def line_figure(metrics: dict, title: str) -> Figure:
         ax.axvline(kept, color=GUIDE, linestyle=":", linewidth=1)
         y = test[epochs.index(kept)]
         threshold = metrics.get("threshold")
-        tuned = threshold is not None and threshold != 0.5  # multi-label: the epochs were scored at 0.5
+        # multi-label: the epochs were scored at the default threshold, the saved head at its tuned one
+        tuned = threshold is not None and threshold != DEFAULT_THRESHOLD
+        star = f"epoch {kept} at threshold {DEFAULT_THRESHOLD:g}: test {y:.3f}" if tuned else \
+            f"saved (epoch {kept}): test {y:.3f}"
         ax.plot([kept], [y], marker="*", markersize=14, color=AFTER, markeredgecolor="black", linestyle="none",
-                label=f"epoch {kept} at threshold 0.5: test {y:.3f}" if tuned else f"saved (epoch {kept}): test {y:.3f}",
-                clip_on=False, zorder=3)
+                label=star, clip_on=False, zorder=3)
         if tuned and metrics.get("after"):
             after = metrics["after"]["accuracy"]
             ax.plot([kept], [after], marker="D", markersize=8, color=VALIDATION, markeredgecolor="black",
-                    linestyle="none", label=f"saved, threshold {threshold:g}: test {after:.3f}", clip_on=False, zorder=3)
+                    linestyle="none", label=f"saved, threshold {threshold:g}: test {after:.3f}", clip_on=False,
+                    zorder=3)
     ax.set_ylim(0, 1)
     ax.set_xlim(min(epochs) - 0.3, max(epochs) + 0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))

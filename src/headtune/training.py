@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import DEFAULT_THRESHOLD
 from .config import TrainConfig
 from .features import collate, length_order, progress
 from .metrics import classification_metrics
@@ -143,7 +144,7 @@ class Task:
     multi_label: bool = False
     positive: int = 1  # two labels: the class whose F1 is reported
     class_weights: torch.Tensor | None = None  # cross-entropy weights, or BCE pos_weight for multi-label
-    threshold: float = 0.5  # multi-label: lowest probability at which a label is predicted
+    threshold: float = DEFAULT_THRESHOLD  # multi-label: lowest probability at which a label is predicted
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         weights = None if self.class_weights is None else self.class_weights.to(logits.device)
@@ -288,7 +289,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
         records.append({"epoch": epoch, "train_loss": losses, "validation": val, "test": tst,
                         "seconds": time.perf_counter() - started})
         # the copy leading on the validation split this epoch, with its own train loss: one coherent line
-        lead = 0 if val is None else max(range(k), key=lambda i: (val[i][chosen_by], -val[i]["loss"]))
+        lead = 0 if val is None else _leading(val, chosen_by)
         on_epoch({"epoch": epoch, "train_loss": None if losses is None else losses[lead], "chosen_by": chosen_by,
                   "validation": None if val is None else val[lead], "lr": float(lrs[lead]), "rates": k,
                   "test": tst[0] if k == 1 or epoch == 0 else None})  # epoch 0: every copy is the same head
@@ -348,6 +349,11 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
     return _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation, chosen_by)
 
 
+def _leading(scores: list[dict], chosen_by: str) -> int:
+    """The copy with the best validation score, at equal scores the lower validation loss (as `_better`)."""
+    return max(range(len(scores)), key=lambda i: (scores[i][chosen_by], -scores[i]["loss"]))
+
+
 def _weighted_mean(losses: torch.Tensor, batch: torch.Tensor, task: Task) -> torch.Tensor:
     """Per-copy batch loss as cross_entropy(weight=...) reduces it: divided by the summed weights."""
     if task.class_weights is None:
@@ -364,7 +370,7 @@ def _result(head, model, records, best, best_state, lrs, keep_best, stackable, s
         chosen = max(range(len(lrs)), key=lambda i: (best[i][0], -best[i][1]))
         kept = best[chosen][2]
     else:
-        chosen = max(range(len(lrs)), key=lambda i: (last["validation"][i][chosen_by], -last["validation"][i]["loss"]))
+        chosen = _leading(last["validation"], chosen_by)
         kept = last["epoch"]
     state = best_state if keep_best else model.state_dict()
     if stackable:

@@ -19,7 +19,7 @@ import torch
 
 from . import __version__, distributed, pooling
 from .architectures import family_of
-from .calibration import fit_temperature, tune_threshold
+from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
 from .config import RunConfig
 from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
@@ -175,7 +175,8 @@ def _task(cfg: RunConfig, splits: Splits) -> Task:
     weights = balanced_weights(splits.train.labels, n, splits.multi_label) \
         if cfg.train.class_weight == "balanced" else None
     positive = splits.positive if splits.positive is not None else 1
-    return Task(n, splits.multi_label, positive, weights, 0.5 if cfg.train.threshold is None else cfg.train.threshold)
+    threshold = DEFAULT_THRESHOLD if cfg.train.threshold is None else cfg.train.threshold  # 0 is a threshold
+    return Task(n, splits.multi_label, positive, weights, threshold)
 
 
 def _log_epoch(record: dict) -> None:
