@@ -55,7 +55,7 @@ class Settings:
 
     model: str
     dataset: str
-    train_size: int  # the training sample; headtune holds --val-fraction of it out as its validation split
+    train_size: int  # the training sample (headtune cross-validates on it, then trains on all of it)
     test_size: int
     max_length: int
     epochs: int
@@ -69,7 +69,7 @@ class Settings:
     max_tokens_per_batch: int  # headtune's defaults on the device: the floor runs headtune's batches
     shard_size: int
     pad_to_multiple_of: int
-    val_fraction: float  # headtune's default: the share of the training sample it holds out
+    folds: int  # headtune's default: cross-validation folds of the training sample (1: a held-out 10 %)
     sklearn_max_iter: int
     floor_repeats: int
 
@@ -142,7 +142,7 @@ def make_settings(args: argparse.Namespace, sizes: tuple[int, int], device: torc
                     device=str(device), pooling=plan.reading.name, trimmed=common.trimmed(plan),
                     max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
                     pad_to_multiple_of=features.pad_to_multiple_of,
-                    val_fraction=DataConfig().val_fraction, sklearn_max_iter=args.sklearn_max_iter,
+                    folds=DataConfig().cv_folds, sklearn_max_iter=args.sklearn_max_iter,
                     floor_repeats=args.floor_repeats)
 
 
@@ -152,12 +152,13 @@ def feature_config(s: Settings) -> FeatureConfig:
 
 
 def load_sample(dataset: str, train_size: int | None, test_size: int | None, seed: int,
-                val_fraction: float = 0.0) -> Splits:
-    """The small-run sample. val_fraction=0: the whole training sample, what seed-style and encode+sklearn train
-    on; headtune's default holds a stratified 10 % of the same rows out as its validation split (the sample is
-    the same rows whatever --val-fraction is)."""
+                folds: int | None = None) -> Splits:
+    """The small-run sample. folds=None: the whole training sample, what seed-style and encode+sklearn train
+    on, without validation; headtune's view is the same rows with its --folds (the default cross-validates on
+    all of them; --folds 1 holds a stratified 10 % out)."""
+    validation = {"val_fraction": 0.0} if folds is None else {"folds": folds}
     return load_splits(DataConfig(dataset=dataset, small_run=True, train_size=train_size, test_size=test_size,
-                                  sample_seed=seed, val_fraction=val_fraction))
+                                  sample_seed=seed, **validation))
 
 
 def score(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict[str, float]:
@@ -558,8 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     s = make_settings(args, (len(splits.train.texts), len(splits.test.texts)), device)
     if args.child:
         return run_child(args, s, splits)
-    # headtune's view of the same rows: train / validation (held out of the training sample) / test
-    headtune_splits = load_sample(args.dataset, args.train_size, args.test_size, args.seed, s.val_fraction)
+    # headtune's view of the same rows: train (cross-validated: its --folds) / test
+    headtune_splits = load_sample(args.dataset, args.train_size, args.test_size, args.seed, s.folds)
     needs_plan = {"floor", "headtune-cold"} & set(args.systems)
     plans, flops = plan_headtune_pass(s, headtune_splits) if needs_plan else (None, None)
 

@@ -1,12 +1,12 @@
 """How the head's learning rate, batch size and schedule change test accuracy, on one set of cached features.
 
 The features come from headtune's own path (`preparation.prepare_cached`: the cache, or one backbone pass
-that fills it), with headtune's defaults: the model's pooling (--pooling auto: MiniLM's mean), 10 % of the
-training sample held out as the validation split. Then, for every combination of --lrs x --batch-sizes x
+that fills it), with the model's pooling (--pooling auto: MiniLM's mean) and `--folds 1`: 10 % of the
+training sample held out as the validation split (headtune's default before it cross-validated). Then, for every combination of --lrs x --batch-sizes x
 --schedules and every head seed in --seeds, a fresh head is trained for --epochs exactly as `headtune train`
 trains it (same seeded init, shuffling and dropout, the best validation epoch kept), and once more per
 batch size and schedule with --lr auto (the 7 stacked rates, the best on validation kept: the CLI's
-default; seed 42, batch 16, linear reproduces the CLI's test accuracy). A converged scikit-learn
+default with --folds 1; seed 42, batch 16, linear reproduces that run's test accuracy). A converged scikit-learn
 LogisticRegression on the whole training sample's features is the reference line. Writes
 benchmarks/results/head_grid_<host-kind>.json/.png.
 
@@ -69,7 +69,7 @@ def features_as_headtune_reads_them(args: argparse.Namespace):
     """(splits, prepared inputs, config, family, reading): what `headtune train` would train its head on."""
     cfg = RunConfig.from_flat(model=args.model, dataset=args.dataset, train_size=args.train_size,
                               test_size=args.test_size, sample_seed=SAMPLE_SEED, max_length=args.max_length,
-                              epochs=args.epochs, device="cpu", cache_dir=args.cache_dir)
+                              epochs=args.epochs, folds=1, device="cpu", cache_dir=args.cache_dir)
     source = ModelSource(cfg.model)
     family = family_of(source.model_type)
     if family is None:

@@ -111,13 +111,14 @@ def test_head_settings_reuse_the_cache_end_to_end(tiny_models, sentiment_dir, tm
     common = dict(dataset=str(sentiment_dir), model=str(tiny_models["distilbert"]), max_length=MAX_LENGTH,
                   device="cpu", shard_size=128, cache_dir=str(tmp_path / "cache"))
     first = headtune.train(output_dir=str(tmp_path / "a"), epochs=1, **common)
-    # 360 train / 40 validation (held out of the 400) / 200 test texts in shards of 128
+    # 400 train (cross-validated on 5 folds) / 200 test texts in shards of 128
     assert {s: (p["cached_shards"], p["computed_shards"]) for s, p in first["backbone_pass"].items()} == \
-           {"train": (0, 3), "validation": (0, 1), "test": (0, 2)}
+           {"train": (0, 4), "test": (0, 2)}
     second = headtune.train(output_dir=str(tmp_path / "b"), epochs=2, lr=0.05, batch_size=7, seed=3, keep="last",
-                            patience=1, class_weight="balanced", calibrate=False, **common)
+                            patience=1, class_weight="balanced", calibrate=False, folds=3, **common)
+    assert second["data"]["folds"] == 3
     assert {s: (p["cached_shards"], p["computed_shards"]) for s, p in second["backbone_pass"].items()} == \
-           {"train": (3, 0), "validation": (1, 0), "test": (2, 0)}
+           {"train": (4, 0), "test": (2, 0)}
     assert second["backbone_pass"]["train"]["padded_tokens"] == 0
     assert second["backbone_pass"]["train"]["real_tokens"] == first["backbone_pass"]["train"]["real_tokens"]
 
@@ -129,7 +130,7 @@ def test_head_seed_keeps_the_sample_and_the_cache_sample_seed_changes_both(tiny_
     def computed(metrics):
         return {s: p["computed_shards"] for s, p in metrics["backbone_pass"].items()}
 
-    once = {"train": 1, "validation": 1, "test": 1}
+    once = {"train": 1, "test": 1}
     assert computed(headtune.train(output_dir=str(tmp_path / "a"), seed=1, **common)) == once
     assert computed(headtune.train(output_dir=str(tmp_path / "b"), seed=2, **common)) == dict.fromkeys(once, 0)
     other = headtune.train(output_dir=str(tmp_path / "c"), seed=2, sample_seed=7, **common)

@@ -434,7 +434,10 @@ def test_real_imdb_small_run_is_the_same_sample_as_before():
     rng = np.random.default_rng(42)  # the sample as sample_stratified drew it: per class, in class order
     chosen = np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), size=2000, replace=False)
                                      for c in (0, 1)]))
-    assert sorted(splits.train.texts + splits.validation.texts) == sorted(full.text[chosen])
-    assert (len(splits.train.texts), len(splits.validation.texts), len(splits.test.texts)) == (3600, 400, 2000)
-    assert splits.validation.labels.sum() == 200 and splits.label_names == ["neg", "pos"] and splits.positive == 1
-    assert splits.validation_source == "train" and splits.dropped == {"train": 0, "test": 0}
+    assert sorted(splits.train.texts) == sorted(full.text[chosen])
+    assert (len(splits.train.texts), len(splits.test.texts)) == (4000, 2000)
+    assert np.bincount(splits.folds).tolist() == [800] * 5 and splits.label_names == ["neg", "pos"]
+    assert splits.validation_source == "cross-validation" and splits.dropped == {"train": 0, "test": 0}
+    held = load_splits(DataConfig(dataset=str(SHARED_IMDB), small_run=True, folds=1))  # --folds 1: 10 % held out
+    assert sorted(held.train.texts + held.validation.texts) == sorted(full.text[chosen])
+    assert (len(held.train.texts), len(held.validation.texts), held.validation.labels.sum()) == (3600, 400, 200)

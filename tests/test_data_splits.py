@@ -122,8 +122,17 @@ def test_a_file_that_only_starts_like_dev_is_not_a_validation_split(tmp_path):
 # --------------------------------------------------------------------------- validation held out of the training sample
 
 
+def test_by_default_the_whole_sample_trains_in_stratified_folds(sentiment_dir):
+    splits = load(sentiment_dir)
+    assert splits.validation is None and splits.validation_source == "cross-validation"
+    assert len(splits.train.texts) == 400 and len(splits.folds) == 400
+    assert np.bincount(splits.folds).tolist() == [80] * 5
+    assert [int(splits.train.labels[splits.folds == f].sum()) for f in range(5)] == [40] * 5  # half pos, as the data
+    assert (load(sentiment_dir, folds=4).folds >= 0).all() and load(sentiment_dir, folds=4).folds.max() == 3
+
+
 def test_held_out_rows_are_a_stratified_share_of_the_sample(sentiment_dir):
-    splits = load(sentiment_dir)  # default --val-fraction 0.1
+    splits = load(sentiment_dir, folds=1)  # --val-fraction 0.1
     assert splits.validation_source == "train"
     assert len(splits.validation.texts) == 40 and len(splits.train.texts) == 360
     assert splits.validation.labels.sum() == 20  # half of each class, as in train
@@ -151,15 +160,16 @@ def test_held_out_rows_depend_on_the_sample_seed_only(sentiment_dir):
 
 def test_tiny_train_split_still_gets_one_validation_row(tmp_path):
     write(tmp_path, GOOD_TRAIN, GOOD_TEST)  # 4 rows: 10% rounds to 0, but a validation split needs a row
-    splits = load(tmp_path)
+    splits = load(tmp_path, folds=1)
     assert len(splits.validation.texts) == 1 and len(splits.train.texts) == 3
     assert sorted(splits.train.labels.tolist() + splits.validation.labels.tolist()) == [0, 0, 1, 1]
 
 
 def test_nothing_to_hold_out_when_every_class_has_one_row(tmp_path):
     write(tmp_path, frame(["a", "b", "c"], ["x", "y", "z"]), frame(["d"], ["x"]))
-    splits = load(tmp_path)
+    splits = load(tmp_path, folds=1)
     assert splits.validation is None and splits.validation_source is None and len(splits.train.texts) == 3
+    assert sorted(load(tmp_path).folds.tolist()) == [0, 1, 2]  # folds: at most one per row
 
 
 # --------------------------------------------------------------------------- samples that would lose a class
@@ -204,7 +214,7 @@ def test_small_run_that_loses_classes(tmp_path):
             f"{(allocate(counts, 4000) == 0).sum()} of the 502 classes",
             f"--train-size {smallest_sample_keeping_classes(counts)} or more")
     splits = load(tmp_path)  # the whole split: unaffected
-    assert len(splits.train.texts) + len(splits.validation.texts) == 4500
+    assert len(splits.train.texts) == 4500
     assert len(set(splits.train.labels.tolist())) == 502
 
 

@@ -32,7 +32,7 @@ def test_minilm_head_learns_imdb_sentiment(imdb_run):
     assert after >= before + 0.05, metrics["history"]
     assert [h["epoch"] for h in metrics["history"]] == list(range(EPOCHS + 1))
 
-    assert metrics["data"]["train"] == 900 and metrics["data"]["validation"] == 100
+    assert metrics["data"]["train"] == 1000 and metrics["data"]["folds"] == 5
     assert metrics["data"]["test"] == 500
     # --pooling auto: the package's sentence-transformers config says mean, so headtune's pooled model
     assert metrics["pooling"] == "mean" and metrics["loading"] == "trust_remote_code"
@@ -40,7 +40,7 @@ def test_minilm_head_learns_imdb_sentiment(imdb_run):
     assert params["cached_features"] is True and params["feature_point"] == "mean"
     assert params["trainable"] == 384 * 2 + 2  # a linear head on the mean of the last hidden states
     passes = metrics["backbone_pass"]
-    assert passes["train"]["texts"] == 900 and passes["train"]["computed_shards"] >= 1
+    assert passes["train"]["texts"] == 1000 and passes["train"]["computed_shards"] >= 1
     assert passes["train"]["truncated"] > 0  # many IMDb reviews are longer than 128 tokens
     assert passes["train"]["real_tokens"] <= 1000 * 128
     assert json.loads((out / "metrics.json").read_text())["after"] == metrics["after"]

@@ -39,8 +39,9 @@ def test_body_says_how_it_was_trained_and_how_to_load_it(card):
     params = metrics["parameters"]
     assert f"{params['trainable']:,} trainable parameters" in text and f"{params['frozen']:,} parameters" in text
     assert "pre_classifier" in text and "Pooling: native" in text
-    assert f"learning rate {metrics['lr']['chosen']:g}, chosen on the validation split" in text
-    assert f"(kept: epoch {metrics['kept_epoch']}, by the best validation accuracy)" in text
+    assert f"learning rate {metrics['lr']['chosen']:g}, chosen on the out-of-fold scores" in text
+    assert f"(kept: epoch {metrics['kept_epoch']}, by the best out-of-fold accuracy)" in text
+    assert "5-fold cross-validation of the training texts" in text
     assert f"| after training | **{metrics['after']['accuracy']:.4f}** |" in text
     assert 'pipeline("text-classification", model="path/to/model", top_k=None)' in text
     assert "trust_remote_code" not in text.split("## Usage")[1]  # an ordinary checkpoint

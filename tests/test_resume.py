@@ -30,7 +30,7 @@ def data_dir(tmp_path) -> Path:
 
 
 def write_data(folder: Path) -> Path:
-    """40 train texts (36 train: 5 shards of 8, and 4 validation: 1 shard) and 16 test texts (2 shards)."""
+    """40 train texts (5 shards of 8, cross-validated) and 16 test texts (2 shards)."""
     folder.mkdir()
     sentiment_frame(40, seed=11).to_parquet(folder / "train.parquet")
     sentiment_frame(16, seed=12).to_parquet(folder / "test.parquet")
@@ -105,7 +105,7 @@ def test_sigkill_mid_extraction_then_rerun_resumes_with_identical_features(tmp_p
     assert fresh["backbone_pass"]["train"]["cached_shards"] == 0
 
     resumed_shards, fresh_shards = shard_files(cache), shard_files(fresh_cache)
-    assert resumed_shards.keys() == fresh_shards.keys() and len(fresh_shards) == 8  # same keys: same features
+    assert resumed_shards.keys() == fresh_shards.keys() and len(fresh_shards) == 7  # same keys: same features
     for name in fresh_shards:
         a, b = load_file(resumed_shards[name]), load_file(fresh_shards[name])
         assert a.keys() == b.keys()
@@ -148,7 +148,7 @@ def test_interrupt_mid_extraction_exits_keeps_shards_and_resumes(tmp_path, tiny_
     code, metrics, err = run_in_process(argv, capsys)
     assert code == 0, err
     assert metrics["backbone_pass"]["train"]["cached_shards"] == SHARDS_BEFORE_STOP
-    assert len(shard_files(cache)) == 8  # train 5, validation 1, test 2
+    assert len(shard_files(cache)) == 7  # train 5, test 2
 
 
 def test_ctrl_c_with_no_cache_says_nothing_is_kept(tmp_path, tiny_models, data_dir, capsys, monkeypatch):

@@ -13,7 +13,7 @@ from conftest import Backbone
 from headtune.architectures.parts import Chain, linear_head, normal_init
 from headtune.config import TrainConfig
 from headtune.features import tokenize
-from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, _better, _weighted_mean,
+from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, better, _weighted_mean,
                                balanced_weights, logits_of, lr_factor, member_state, stack, train_head)
 
 CPU = torch.device("cpu")
@@ -120,10 +120,10 @@ def test_patience_stops_when_no_copy_improves(data):
 
 
 def test_an_epoch_is_better_by_accuracy_then_by_loss():
-    assert _better(0.81, 0.9, 0.80, 0.1)  # higher accuracy wins whatever the loss
-    assert not _better(0.79, 0.1, 0.80, 0.9)
-    assert _better(0.80, 0.3, 0.80, 0.4)  # equal accuracy: the lower validation loss
-    assert not _better(0.80, 0.4, 0.80, 0.4)  # a tie keeps the earlier epoch
+    assert better(0.81, 0.9, 0.80, 0.1)  # higher accuracy wins whatever the loss
+    assert not better(0.79, 0.1, 0.80, 0.9)
+    assert better(0.80, 0.3, 0.80, 0.4)  # equal accuracy: the lower validation loss
+    assert not better(0.80, 0.4, 0.80, 0.4)  # a tie keeps the earlier epoch
 
 
 def test_a_class_weighted_batch_loss_is_what_cross_entropy_computes():

@@ -80,8 +80,11 @@ def test_metrics_json(binary_run):
     assert saved["labels"] == ["neg", "pos"] and saved["positive_label"] == "pos"
     assert saved["metric_names"] == {"accuracy": "accuracy", "f1": "F1 (pos)"}
     assert saved["config"]["train"]["epochs"] == 2 and saved["config"]["model"]["max_length"] == MAX_LENGTH
-    # 10 % of the 400 training rows held out, stratified: 20 per class
-    assert saved["data"] == {**saved["data"], "train": 360, "validation": 40, "test": 200, "validation_source": "train"}
+    # the choices cross-validated on 5 folds of the 400 training rows, and the saved head trained on all of them
+    assert saved["data"] == {**saved["data"], "train": 400, "validation": 0, "test": 200, "folds": 5,
+                             "validation_source": "cross-validation"}
+    assert saved["validation"]["source"] == "cross-validation" and saved["validation"]["folds"] == 5
+    assert saved["calibration"]["fitted_on"] == "out-of-fold"
     assert saved["pooling"] == "native" and saved["loading"] == "ordinary"
     assert saved["lr"]["mode"] == "auto" and saved["lr"]["chosen"] in [row["lr"] for row in saved["lr"]["sweep"]]
     best = max(row["best_validation_accuracy"] for row in saved["lr"]["sweep"])
@@ -192,6 +195,9 @@ def test_unregistered_architecture_falls_back_and_still_yields_a_checkpoint(tiny
     assert params["trainable"] == (32 * 32 + 32) + (32 * 2 + 2)  # classifier.dense + classifier.out_proj
     assert [h["epoch"] for h in metrics["history"]] == [0, 1]
     assert metrics["lr"] == {"mode": "fixed", "chosen": 0.03, "chosen_by": "accuracy", "sweep": []}
+    # folds would train through the whole model once per fold: this path holds 10 % out instead
+    assert (metrics["data"]["validation_source"], metrics["data"]["validation"], metrics["data"]["folds"]) == \
+           ("train", 5, None)
     assert not (tmp_path / "cache").exists()  # nothing cached on this path
 
     saved = load_file(tmp_path / "out" / "model" / "model.safetensors")
@@ -252,8 +258,7 @@ def test_warm_run_writes_the_same_checkpoint_without_loading_the_model(tiny_mode
     warm = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "warm"), **settings)
     assert warm["environment"]["model_loaded"] is False
     assert comparable(warm) == comparable(cold)
-    assert {s: p["computed_shards"] for s, p in warm["backbone_pass"].items()} == {"train": 0, "validation": 0,
-                                                                                  "test": 0}
+    assert {s: p["computed_shards"] for s, p in warm["backbone_pass"].items()} == {"train": 0, "test": 0}
 
     saved = {run: load_file(tmp_path / run / "model" / "model.safetensors") for run in ("cold", "warm")}
     assert saved["cold"].keys() == saved["warm"].keys()
@@ -276,8 +281,7 @@ def test_a_lost_model_body_loads_the_model_once_more(tiny_models, sentiment_dir,
     body.unlink()
     again = train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "b"), **settings)
     assert again["environment"]["model_loaded"] is True
-    assert {s: p["computed_shards"] for s, p in again["backbone_pass"].items()} == {"train": 0, "validation": 0,
-                                                                                   "test": 0}
+    assert {s: p["computed_shards"] for s, p in again["backbone_pass"].items()} == {"train": 0, "test": 0}
     assert body.exists()  # stored again
 
 
@@ -367,7 +371,8 @@ def test_changing_every_test_label_changes_no_choice_and_no_saved_weight(tiny_mo
 
 def test_the_folded_temperature_keeps_the_argmax_and_gives_the_fitted_probabilities(tiny_models, sentiment_dir,
                                                                                      tmp_path):
-    settings = dict(train_size=200, test_size=100, epochs=2)
+    # a held-out split, whose texts predict can score (cross-validated runs: test_crossval.py)
+    settings = dict(train_size=200, test_size=100, epochs=2, val_fraction=0.1)
     plain = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "plain"), calibrate=False,
                   **settings)
     calibrated = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "cal"), **settings)
@@ -394,7 +399,8 @@ def test_the_folded_temperature_keeps_the_argmax_and_gives_the_fitted_probabilit
     from headtune.config import DataConfig
     from headtune.data import load_splits
 
-    validation = load_splits(DataConfig(dataset=str(sentiment_dir), train_size=200, test_size=100)).validation
+    validation = load_splits(DataConfig(dataset=str(sentiment_dir), train_size=200, test_size=100,
+                                        val_fraction=0.1)).validation
     rows = headtune.predict(validation.texts, model=str(tmp_path / "plain" / "model"), device="cpu", max_length=32)
     margin = np.array([np.log(r["pos_prob"] / r["neg_prob"]) for r in rows])
     sign = np.where(validation.labels == 1, 1.0, -1.0)
@@ -425,7 +431,9 @@ def test_paths_work_everywhere_in_the_api(tiny_models, sentiment_dir, tmp_path):
     (dict(pooling="max"), "--pooling must be one of auto, native, cls, mean"),
     (dict(val_fraction=0.9), "--val-fraction must be a number from 0 to below 0.5"),
     (dict(no_such_setting=1), "unknown setting --no-such-setting"),
-    (dict(val_fraction=0.0), "--lr auto chooses the learning rate on a validation split"),
+    (dict(val_fraction=0.0), r"--lr auto chooses the learning rate on held-out rows, and this run has none"),
+    (dict(folds=0), "--folds must be an integer above 0"),
+    (dict(folds=3, val_fraction=0.2), "--val-fraction holds rows out instead of cross-validating, and --folds 3"),
     (dict(overwrite="false"), "--overwrite is on or off"),
     (dict(encoding="bogus"), "unknown --encoding 'bogus': pass a text encoding"),
     (dict(val_fraction=0.0, lr=0.03, patience=1), "--patience stops when the validation accuracy no longer"),
@@ -448,8 +456,8 @@ def test_the_threshold_is_tuned_on_the_validation_split(tiny_models, tmp_path):
     data.mkdir()
     multi_label_frame(300, 1).to_parquet(data / "train.parquet")
     multi_label_frame(100, 2).to_parquet(data / "test.parquet")
-    metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=2, lr=0.3)
-    validation = load_splits(DataConfig(dataset=str(data), label_column="tags")).validation
+    metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=2, lr=0.3, folds=1)
+    validation = load_splits(DataConfig(dataset=str(data), label_column="tags", folds=1)).validation
     rows = headtune.predict(validation.texts, model=str(tmp_path / "out" / "model"), device="cpu", max_length=32)
     probabilities = np.array([[r[f"{n}_prob"] for n in ("long", "neg", "pos")] for r in rows])
     assert metrics["threshold"] == tune_threshold(probabilities, validation.labels) != 0.5  # not the default

@@ -17,6 +17,8 @@ from .errors import HeadtuneError, flag
 
 SMALL_RUN_TRAIN = 4_000
 SMALL_RUN_TEST = 2_000
+DEFAULT_FOLDS = 5
+DEFAULT_VAL_FRACTION = 0.1  # --folds 1
 
 DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
@@ -161,11 +163,17 @@ class DataConfig(DataSource):
         "Seed of the sample --small-run, --train-size and --test-size draw, and of the validation rows "
         "--val-fraction holds out. Separate from --seed, so runs that differ only in head settings "
         "(--seed included) see the same texts and reuse cached features."))
-    val_fraction: float = field(default=0.1, metadata=_help(
-        "When the dataset has no validation split (validation, valid or dev): the share of the training sample "
-        "held out (stratified; multi-label data: at random; a class's last example stays in train) "
-        "to choose the learning rate, the epoch, the calibration and the multi-label threshold. "
-        "0: no validation split (then pass a fixed --lr).", metavar="FRACTION"))
+    folds: int | None = field(default=None, metadata=_help(
+        "When the dataset has no validation split (validation, valid or dev): cut the training sample into this "
+        "many folds (stratified; multi-label data: at random), train heads on every fold's complement and score "
+        "them on the fold, and make the choices (learning rate, epoch, calibration, multi-label threshold) on "
+        "these out-of-fold scores; the saved head then trains on the whole sample. Default: 5, unless "
+        "--val-fraction is given. 1: hold out --val-fraction instead (one training, noisier choices).",
+        metavar="K"))
+    val_fraction: float | None = field(default=None, metadata=_help(
+        "Hold out this share of the training sample (stratified; multi-label data: at random; a class's last "
+        "example stays in train) and make the choices on it instead of on folds. 0: no validation at all (then "
+        "pass a fixed --lr). Default: 0.1 with --folds 1, else unused.", metavar="FRACTION"))
     multi_label: bool = field(default=False, metadata=_help(
         "Each text has any number of labels (a sigmoid per label). Automatic when the label column holds "
         "lists; with this flag, string labels are split on commas."))
@@ -179,9 +187,27 @@ class DataConfig(DataSource):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         _check_seed("sample_seed", self.sample_seed)
-        _fraction("val_fraction", self.val_fraction, 0.0, 0.5)
+        if self.folds is not None:
+            _positive("folds", self.folds)
+        if self.val_fraction is not None:
+            _fraction("val_fraction", self.val_fraction, 0.0, 0.5)
+            if self.folds is not None and self.folds > 1:
+                raise HeadtuneError(f"--val-fraction holds rows out instead of cross-validating, and --folds "
+                                    f"{self.folds} asks for folds: pass one of them")
         if self.positive_label is not None and not isinstance(self.positive_label, str):
             raise HeadtuneError(f"--positive-label must be a label name (got {self.positive_label!r})")
+
+    @property
+    def cv_folds(self) -> int:
+        """The folds to cross-validate on: --folds, else 1 when --val-fraction is given (hold out), else 5."""
+        if self.folds is not None:
+            return self.folds
+        return 1 if self.val_fraction is not None else DEFAULT_FOLDS
+
+    @property
+    def holdout_fraction(self) -> float:
+        """The share held out when not cross-validating (0.1 unless --val-fraction says otherwise)."""
+        return DEFAULT_VAL_FRACTION if self.val_fraction is None else self.val_fraction
 
     @property
     def sizes(self) -> tuple[int | None, int | None]:

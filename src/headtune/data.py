@@ -25,7 +25,7 @@ from .config import DataConfig, DataSource
 from .errors import HeadtuneError, flag
 from .labels import describe_labels, encode_for_model, encode_labels, encode_multi, encode_single, holds_lists, \
     positive_id
-from .sampling import allocate, draw, hold_out, smallest_sample_keeping_classes
+from .sampling import allocate, assign_folds, draw, hold_out, smallest_sample_keeping_classes
 
 __all__ = ["Split", "Splits", "load_splits", "load_split", "describe_labels", "encode_labels", "text_problem",
            "invalid_texts"]
@@ -57,9 +57,11 @@ class Splits:
     label_names: list[str]
     dropped: dict[str, int]  # invalid rows dropped per dataset split (--drop-invalid)
     validation: Split | None = None
-    validation_source: str | None = None  # "dataset" (its own split), "train" (held out of the sample) or None
+    # "dataset" (its own split), "train" (held out of the sample), "cross-validation" (folds of it) or None
+    validation_source: str | None = None
     multi_label: bool = False
     positive: int | None = None  # two-label single-label data: the id whose F1 is reported
+    folds: np.ndarray | None = None  # cross-validation: the fold of each training row
 
     def describe_labels(self, shown: int = 5) -> str:
         """'77 labels: Refund_not_showing_up, activate_my_card, ...': the labels for one log line."""
@@ -111,21 +113,27 @@ def load_splits(cfg: DataConfig) -> Splits:
         return Split(_pick(raw[read_as].texts, rows[read_as][keep]), labels[read_as][keep], dropped[read_as])
 
     train_keep, test_keep = (sample_rows(labels[s], size, cfg, s, multi) for s, size in zip(SPLITS, cfg.sizes))
-    validation, source = None, None
+    validation, source, folds = None, None, None
     if own_validation:  # the dataset's own: used whole
         validation, source = split_of("validation", np.arange(len(labels["validation"]))), "dataset"
         log.info("validation: the dataset's %s split, %s rows", own_validation, f"{len(validation.texts):,}")
-    elif cfg.val_fraction > 0:
-        part, held = hold_out(labels["train"][train_keep], cfg.val_fraction, cfg.sample_seed, multi)
+    elif cfg.cv_folds > 1:
+        k = min(cfg.cv_folds, len(train_keep))
+        if k > 1:
+            folds, source = assign_folds(labels["train"][train_keep], k, cfg.sample_seed, multi), "cross-validation"
+            log.info("validation: %d-fold cross-validation of the %s training rows (%s)", k, f"{len(train_keep):,}",
+                     flag("folds"))
+    elif cfg.holdout_fraction > 0:
+        part, held = hold_out(labels["train"][train_keep], cfg.holdout_fraction, cfg.sample_seed, multi)
         if len(held):
             validation, source = split_of("validation", train_keep[held], read_as="train"), "train"
         log.info("validation: %s of %s training rows held out (%s %g)", f"{len(held):,}", f"{len(train_keep):,}",
-                 flag("val_fraction"), cfg.val_fraction)
+                 flag("val_fraction"), cfg.holdout_fraction)
         train_keep = train_keep[part]
     if multi:
         _warn_unseen_labels(labels["train"][train_keep], names)
     return Splits(split_of("train", train_keep), split_of("test", test_keep), names, dropped, validation, source,
-                  multi, positive)
+                  multi, positive, folds)
 
 
 def load_split(source: DataSource, split: str, label2id: dict[str, int], multi_label: bool,

@@ -49,15 +49,20 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
                  + f"\n    - type: f1\n      value: {after['f1']:.4f}\n      name: test {names['f1']}")
     front.append("---")
     data = metrics["data"]
-    validation = (f"{data['validation']:,} validation texts ("
-                  + ("held out of the training sample" if data["validation_source"] == "train" else "the dataset's own")
-                  + ")") if data["validation"] else "no validation split"
+    if data.get("folds"):
+        validation = (f"{data['folds']}-fold cross-validation of the training texts (the choices below on "
+                      f"out-of-fold scores; the saved head then trained on all of them)")
+    else:
+        validation = (f"{data['validation']:,} validation texts ("
+                      + ("held out of the training sample" if data["validation_source"] == "train"
+                         else "the dataset's own") + ")") if data["validation"] else "no validation split"
     lr = metrics["lr"]
     grid = ", ".join(f"{row['lr']:g}" for row in lr["sweep"])
     chosen_by = "micro F1" if lr.get("chosen_by") == "f1" else "accuracy"
-    kept_by = f"by the best validation {chosen_by}" if config["train"]["keep"] == "best" and data["validation"] \
-        else "the last epoch"
-    lr_text = f"{lr['chosen']:g}, chosen on the validation split from {grid}" if lr["mode"] == "auto" \
+    held = "out-of-fold" if data.get("folds") else "validation"
+    kept_by = f"by the best {held} {chosen_by}" if config["train"]["keep"] == "best" and \
+        (data["validation"] or data.get("folds")) else "the last epoch"
+    lr_text = f"{lr['chosen']:g}, chosen on the {held} scores from {grid}" if lr["mode"] == "auto" \
         else f"{lr['chosen']:g}"
     calibration = metrics.get("calibration") or {}
     lines = [
@@ -82,7 +87,7 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         f"seed {config['train']['seed']}.",
     ]
     if calibration.get("temperature"):
-        lines.append(f"- Calibration: temperature {calibration['temperature']:.3f} fitted on the validation split and "
+        lines.append(f"- Calibration: temperature {calibration['temperature']:.3f} fitted on the {held} scores and "
                      f"folded into the final layer (test ECE {calibration['ece_before']:.4f} -> "
                      f"{calibration['ece_after']:.4f}).")
     if metrics.get("threshold") is not None:

@@ -132,7 +132,9 @@ def line_figure(metrics: dict, title: str) -> Figure:
     ax = fig.subplots()
     validation = [(r["epoch"], r["validation"]["accuracy"]) for r in history if r.get("validation")]
     if validation:
-        ax.plot(*zip(*validation), marker="o", markersize=4, color=VALIDATION, label="Validation", clip_on=False)
+        folds = (metrics.get("validation") or {}).get("folds")
+        label = f"Validation (out-of-fold, {folds} folds)" if folds else "Validation"
+        ax.plot(*zip(*validation), marker="o", markersize=4, color=VALIDATION, label=label, clip_on=False)
     test = [r["test"]["accuracy"] for r in history]
     ax.plot(epochs, test, marker="o", markersize=4, color=AFTER, label="Test", clip_on=False)
     if metrics.get("chance_accuracy") is not None:
@@ -203,7 +205,8 @@ def lr_sweep_figure(metrics: dict, title: str) -> Figure:
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_xlabel("Learning rate")
     accuracy, f1 = _names(metrics)
-    ax.set_ylabel(f"{f1 if metrics['lr'].get('chosen_by') == 'f1' else accuracy} on the validation split")
+    held = "out of fold" if (metrics.get("validation") or {}).get("folds") else "on the validation split"
+    ax.set_ylabel(f"{f1 if metrics['lr'].get('chosen_by') == 'f1' else accuracy} {held}")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)

@@ -99,3 +99,19 @@ def hold_out(labels: np.ndarray, fraction: float, seed: int, multi_label: bool) 
     if not held.any():
         log.warning("no validation rows: every class has a single training example")
     return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def assign_folds(labels: np.ndarray, folds: int, seed: int, multi_label: bool) -> np.ndarray:
+    """The fold (0..folds-1) of each row of the training sample, for cross-validation.
+
+    Rows are ordered by class, at random within a class (multi-label rows: at random overall), and dealt out
+    in turn, so every fold has a share of every class that differs from another fold's by at most one row
+    and the folds' sizes differ by at most one. Drawn from a random stream of its own, like `hold_out`.
+    """
+    rng = np.random.default_rng([seed, 2])
+    order = rng.permutation(len(labels))
+    if not multi_label:
+        order = order[np.argsort(labels[order], kind="stable")]
+    fold = np.empty(len(labels), dtype=np.int64)
+    fold[order] = np.arange(len(labels)) % folds
+    return fold

@@ -192,6 +192,8 @@ class TrainResult:
     stopped_after: int | None  # early stopping ended training after this epoch
     history: list[dict] = field(default_factory=list)  # per epoch (0 = before training), the chosen copy
     sweep: list[dict] = field(default_factory=list)  # per rate: validation accuracy per epoch, best epoch
+    out_of_fold: torch.Tensor | None = None  # cross-validation: the logits the choices were made on (crossval.py)
+    folds: int | None = None
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -223,23 +225,28 @@ def logits_of(head: nn.Module, inputs: Inputs, stacked: bool) -> torch.Tensor:
 
 def train_head(head: nn.Module, train: Labelled, validation: Labelled | None, test: Labelled, task: Task,
                cfg: TrainConfig, lrs: list[float], stackable: bool = True,
-               on_epoch: Callable[[dict], None] = lambda record: None) -> TrainResult:
+               on_epoch: Callable[[dict], None] = lambda record: None, keep_epoch: int | None = None,
+               last_epoch: int | None = None) -> TrainResult:
     """Train copies of `head` at the rates `lrs` (several only if `stackable`) for cfg.epochs, and return the
-    kept copy. Without a validation split there is one rate and the last epoch is kept."""
+    kept copy. Without a validation split there is one rate, and the last epoch is kept, or `keep_epoch` (an
+    epoch chosen elsewhere: crossval.py). `last_epoch`: stop after it, the schedule still spanning cfg.epochs."""
     if len(lrs) > 1 and (validation is None or not stackable):
         raise ValueError("several learning rates need a validation split and a stackable head")
+    if keep_epoch is not None and (validation is not None or not 1 <= keep_epoch <= (last_epoch or cfg.epochs)):
+        raise ValueError("keep_epoch is for a run without a validation split, and must be an epoch it trains")
     device = next(head.parameters()).device
     # Dropout draws from torch's global RNG: seed it for this loop only, restoring the caller's state after.
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), _threads_for(head, cfg, len(lrs)):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), threads_for(head, cfg, len(lrs)):
         torch.manual_seed(cfg.seed)
-        return _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device)
+        return _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device, keep_epoch,
+                      last_epoch or cfg.epochs)
 
 
-SMALL_STEP_FLOPS = 5e7  # below this per step, one CPU thread: see _threads_for
+SMALL_STEP_FLOPS = 5e7  # below this per step, one CPU thread: see threads_for
 
 
 @contextlib.contextmanager
-def _threads_for(head: nn.Module, cfg: TrainConfig, copies: int):
+def threads_for(head: nn.Module, cfg: TrainConfig, copies: int):
     """One intra-op thread for small heads on the CPU. Their steps are many tiny operations, which gain nothing
     from more threads, and on a busy machine OpenMP's waiting threads made them 30x slower (BANKING77's sweep:
     119 s with 2 threads, 4 s with 1). Heads with big layers (DistilBERT's 768 x 768) keep torch's threads."""
@@ -255,7 +262,7 @@ def _threads_for(head: nn.Module, cfg: TrainConfig, copies: int):
             torch.set_num_threads(before)
 
 
-def _better(accuracy: float, loss: float, best_accuracy: float, best_loss: float) -> bool:
+def better(accuracy: float, loss: float, best_accuracy: float, best_loss: float) -> bool:
     """Higher validation accuracy wins; at equal accuracy, lower validation loss."""
     return accuracy > best_accuracy or (accuracy == best_accuracy and loss < best_loss)
 
@@ -265,7 +272,8 @@ def selection_metric(task: Task) -> str:
     return "f1" if task.multi_label else "accuracy"
 
 
-def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device) -> TrainResult:
+def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device, keep_epoch, last_epoch
+           ) -> TrainResult:
     k = len(lrs)
     chosen_by = selection_metric(task)
     model = stack(head, k) if stackable else head
@@ -289,7 +297,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
         records.append({"epoch": epoch, "train_loss": losses, "validation": val, "test": tst,
                         "seconds": time.perf_counter() - started})
         # the copy leading on the validation split this epoch, with its own train loss: one coherent line
-        lead = 0 if val is None else _leading(val, chosen_by)
+        lead = 0 if val is None else leading(val, chosen_by)
         on_epoch({"epoch": epoch, "train_loss": None if losses is None else losses[lead], "chosen_by": chosen_by,
                   "validation": None if val is None else val[lead], "lr": float(lrs[lead]), "rates": k,
                   "test": tst[0] if k == 1 or epoch == 0 else None})  # epoch 0: every copy is the same head
@@ -303,9 +311,9 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
     factor, step = lr_factor(cfg.lr_schedule, steps), 0
     best = [(-1.0, float("inf"), 0)] * k  # per copy: (validation accuracy, validation loss, epoch)
     best_state = copy.deepcopy(model.state_dict())
-    overall, since, stopped = -1.0, 0, None
+    patience, stopped = Patience(cfg), None
     bar = progress(total=steps, desc="training head", unit="step")
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(1, last_epoch + 1):
         started = time.perf_counter()
         model.train()
         totals = torch.zeros(k, device=device)
@@ -325,32 +333,45 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
             totals += per_copy.detach() * len(index)
             bar.update(1)
         record(epoch, (totals / len(train.inputs)).tolist(), started)
+        if epoch == keep_epoch:
+            best, best_state = [(-1.0, float("inf"), epoch)], copy.deepcopy(model.state_dict())
         if validation is None:
             continue
         scores = records[-1]["validation"]
         state = model.state_dict()
         for i, m in enumerate(scores):
-            if _better(m[chosen_by], m["loss"], *best[i][:2]):
+            if better(m[chosen_by], m["loss"], *best[i][:2]):
                 best[i] = (m[chosen_by], m["loss"], epoch)
                 for name, tensor in state.items():
                     if stackable:
                         best_state[name][i] = tensor[i]
                     else:
                         best_state[name] = tensor.detach().clone()
-        if max(b[0] for b in best) > overall:
-            overall, since = max(b[0] for b in best), 0
-        else:
-            since += 1
-        if cfg.patience is not None and since >= cfg.patience and epoch < cfg.epochs:
+        if patience.stops(max(b[0] for b in best), epoch, "validation accuracy"):
             stopped = epoch
-            log.info("early stopping after epoch %d: no better validation accuracy for %d epochs", epoch, since)
             break
     bar.close()
+    keep_best = keep_best or keep_epoch is not None
     return _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation, chosen_by)
 
 
-def _leading(scores: list[dict], chosen_by: str) -> int:
-    """The copy with the best validation score, at equal scores the lower validation loss (as `_better`)."""
+class Patience:
+    """--patience: stop once the best validation score of all copies has not risen for that many epochs."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.limit, self.epochs, self.best, self.since = cfg.patience, cfg.epochs, -1.0, 0
+
+    def stops(self, best: float, epoch: int, what: str) -> bool:
+        """After `epoch`, whose best score so far is `best`: whether to stop (logged, naming `what`)."""
+        self.best, self.since = (best, 0) if best > self.best else (self.best, self.since + 1)
+        if self.limit is None or self.since < self.limit or epoch >= self.epochs:
+            return False
+        log.info("early stopping after epoch %d: no better %s for %d epochs", epoch, what, self.since)
+        return True
+
+
+def leading(scores: list[dict], chosen_by: str) -> int:
+    """The copy with the best validation score, at equal scores the lower validation loss (as `better`)."""
     return max(range(len(scores)), key=lambda i: (scores[i][chosen_by], -scores[i]["loss"]))
 
 
@@ -365,12 +386,12 @@ def _result(head, model, records, best, best_state, lrs, keep_best, stackable, s
             chosen_by) -> TrainResult:
     last = records[-1]
     if validation is None:
-        chosen, kept = 0, last["epoch"]
+        chosen, kept = 0, best[0][2] if keep_best else last["epoch"]
     elif keep_best:
         chosen = max(range(len(lrs)), key=lambda i: (best[i][0], -best[i][1]))
         kept = best[chosen][2]
     else:
-        chosen = _leading(last["validation"], chosen_by)
+        chosen = leading(last["validation"], chosen_by)
         kept = last["epoch"]
     state = best_state if keep_best else model.state_dict()
     if stackable:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -21,6 +21,7 @@ from . import __version__, distributed, pooling
 from .architectures import family_of
 from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
 from .config import RunConfig
+from .crossval import train_on_folds
 from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
 from .features import autocast_dtype
@@ -35,6 +36,8 @@ from .training import LR_GRID, Labelled, Task, TrainResult, balanced_weights, lo
 
 log = logging.getLogger(__name__)
 
+VALIDATION_SOURCES = {"train": "held out of the training sample", "dataset": "the dataset's own",
+                      "cross-validation": "out-of-fold, {folds}-fold cross-validation of the training sample"}
 FALLBACK_LR = 3e-2  # --lr auto on an architecture without an entry: one rate (its head cannot be stacked)
 
 
@@ -95,7 +98,13 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
                             f"cache: run it in one process")
     clock["check"] = time.perf_counter()
 
-    splits = load_splits(cfg.data)
+    data_cfg = cfg.data
+    if family is None and data_cfg.cv_folds > 1:  # its head trains through the whole model: one training only
+        log.info("model type '%s' has no headtune entry, so its head trains through the frozen model: choices on "
+                 "a held-out --val-fraction %g instead of %d folds", source.model_type, data_cfg.holdout_fraction,
+                 data_cfg.cv_folds)
+        data_cfg = replace(data_cfg, folds=1)
+    splits = load_splits(data_cfg)
     held = "held out of train" if splits.validation_source == "train" else "the dataset's own"
     sizes = f"{len(splits.train.texts):,} train / " + (
         f"{len(splits.validation.texts):,} validation ({held}) / " if splits.validation else "") \
@@ -128,8 +137,12 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
     task = _task(cfg, splits)
     labelled = {name: Labelled(prep.inputs[name], getattr(splits, name).labels) for name in prep.inputs}
-    result = train_head(prep.head, labelled["train"], labelled.get("validation"), labelled["test"], task, cfg.train,
-                        lrs, prep.stackable, _log_epoch)
+    if splits.folds is not None:
+        result = train_on_folds(prep.head, labelled["train"], splits.folds, labelled["test"], task, cfg.train, lrs,
+                                _log_fold_epoch, _log_epoch)
+    else:
+        result = train_head(prep.head, labelled["train"], labelled.get("validation"), labelled["test"], task,
+                            cfg.train, lrs, prep.stackable, _log_epoch)
     clock["train"] = time.perf_counter()
     finish = _finish(cfg, result, labelled, task, splits)
     clock["finish"] = time.perf_counter()
@@ -155,15 +168,17 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
 
 def _learning_rates(cfg: RunConfig, splits: Splits, registered: bool) -> list[float]:
-    if cfg.train.patience is not None and splits.validation is None:  # silently training on would mislead
+    validated = splits.validation is not None or splits.folds is not None
+    if cfg.train.patience is not None and not validated:  # silently training on would mislead
         raise HeadtuneError("--patience stops when the validation accuracy no longer improves, and this run has no "
-                            "validation split (--val-fraction 0); drop --patience or hold rows out, e.g. "
-                            "--val-fraction 0.1")
+                            "validation (--folds 1 --val-fraction 0); drop --patience, or validate, e.g. with the "
+                            "default --folds 5")
     if cfg.train.lr != "auto":
         return [cfg.train.lr]
-    if splits.validation is None:
-        raise HeadtuneError("--lr auto chooses the learning rate on a validation split, and this run has none "
-                            "(--val-fraction 0); pass a learning rate, e.g. --lr 0.03, or --val-fraction 0.1")
+    if not validated:
+        raise HeadtuneError("--lr auto chooses the learning rate on held-out rows, and this run has none "
+                            "(--folds 1 --val-fraction 0); pass a learning rate, e.g. --lr 0.03, or validate, e.g. "
+                            "with the default --folds 5")
     if not registered:
         log.warning("--lr auto needs an architecture headtune has an entry for; training at --lr %g", FALLBACK_LR)
         return [FALLBACK_LR]
@@ -177,6 +192,16 @@ def _task(cfg: RunConfig, splits: Splits) -> Task:
     positive = splits.positive if splits.positive is not None else 1
     threshold = DEFAULT_THRESHOLD if cfg.train.threshold is None else cfg.train.threshold  # 0 is a threshold
     return Task(n, splits.multi_label, positive, weights, threshold)
+
+
+def _log_fold_epoch(record: dict) -> None:
+    name = "micro F1" if record["chosen_by"] == "f1" else "accuracy"
+    if record["epoch"] == 0:
+        log.info("cross-validating on %d folds: epoch 0 (untrained head): out-of-fold %s %.4f", record["folds"], name,
+                 record["validation"][record["chosen_by"]])
+        return
+    log.info("folds epoch %d: train loss %.4f, out-of-fold %s %.4f (lr %g, the best of %d rates)", record["epoch"],
+             record["train_loss"], name, record["validation"][record["chosen_by"]], record["lr"], record["rates"])
 
 
 def _log_epoch(record: dict) -> None:
@@ -194,20 +219,34 @@ def _log_epoch(record: dict) -> None:
     log.info(", ".join(parts))
 
 
+def _held_out(result: TrainResult, labelled: dict) -> tuple[torch.Tensor, object] | None:
+    """(logits, labels) of the rows the choices were made on, as the kept head (before calibration) scores them:
+    the out-of-fold logits of cross-validation, else the validation split's, else None."""
+    if result.out_of_fold is not None:
+        return result.out_of_fold, labelled["train"].labels
+    if "validation" in labelled:
+        return logits_of(result.head, labelled["validation"].inputs, False)[0], labelled["validation"].labels
+    return None
+
+
 def _finish(cfg: RunConfig, result: TrainResult, labelled: dict, task: Task, splits: Splits) -> dict:
-    """After training: the multi-label threshold and the temperature, both fitted on the validation split, and
-    the kept head's scores on every split but train."""
-    head, validation = result.head, labelled.get("validation")
+    """After training: the multi-label threshold and the temperature, both fitted on the held-out logits (the
+    validation split's or the out-of-fold ones), and the kept head's scores on the test and validation rows."""
+    head, held = result.head, _held_out(result, labelled)
     out: dict = {"calibration": None}
     if task.multi_label:
-        if cfg.train.threshold is None and validation is not None:
-            probs = torch.sigmoid(logits_of(head, validation.inputs, False)[0]).numpy()
-            task.threshold = tune_threshold(probs, validation.labels)
+        if cfg.train.threshold is None and held is not None:
+            task.threshold = tune_threshold(torch.sigmoid(held[0]).numpy(), held[1])
         out["threshold"] = task.threshold
 
-    def scores() -> dict:
-        return {name: score(probabilities(logits_of(head, split.inputs, False)[0], task.multi_label), split.labels,
-                            task, splits.label_names) for name, split in labelled.items() if name != "train"}
+    def scores(temperature: float = 1.0) -> dict:
+        def of(logits, labels) -> dict:
+            return score(probabilities(logits, task.multi_label), labels, task, splits.label_names)
+
+        found = {"test": of(logits_of(head, labelled["test"].inputs, False)[0], labelled["test"].labels)}
+        if held is not None:  # the folded temperature divides the head's logits by it
+            found["validation"] = of(held[0] / temperature, held[1])
+        return found
 
     out["scores"] = scores()
     if task.multi_label:  # calibration is a softmax temperature: single-label only
@@ -215,11 +254,12 @@ def _finish(cfg: RunConfig, result: TrainResult, labelled: dict, task: Task, spl
     test = out["scores"]["test"]
     out["calibration"] = {"temperature": None, "ece_before": test["ece"], "ece_after": None,
                           "reliability_before": test["reliability"], "reliability_after": None}
-    if cfg.train.calibrate and validation is not None:
-        temperature = fit_temperature(logits_of(head, validation.inputs, False)[0].numpy(), validation.labels)
+    if cfg.train.calibrate and held is not None:
+        temperature = fit_temperature(held[0].numpy(), held[1])
         fold_temperature(head, temperature)
-        out["scores"] = scores()
-        out["calibration"].update(temperature=temperature, fitted_on="validation",
+        out["scores"] = scores(temperature)
+        out["calibration"].update(temperature=temperature,
+                                  fitted_on="out-of-fold" if result.folds else "validation",
                                   ece_after=out["scores"]["test"]["ece"],
                                   reliability_after=out["scores"]["test"]["reliability"])
     return out
@@ -246,7 +286,7 @@ def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult
         "after": _brief(test),
         "validation": None if "validation" not in scores else {
             "before": _brief(result.history[0]["validation"]), "after": _brief(scores["validation"]),
-            "source": splits.validation_source},
+            "source": splits.validation_source, "folds": result.folds},
         "test": test,
         "history": result.history,
         "kept_epoch": result.kept_epoch,
@@ -258,7 +298,7 @@ def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult
         "calibration": finish["calibration"],
         "threshold": finish.get("threshold"),
         "data": {"train": len(splits.train.texts), "test": len(splits.test.texts),
-                 "validation": len(splits.validation.texts) if splits.validation else 0,
+                 "validation": len(splits.validation.texts) if splits.validation else 0, "folds": result.folds,
                  "validation_source": splits.validation_source, "dropped_invalid": splits.dropped,
                  "truncated": {name: p["truncated"] for name, p in prep.passes.items()}},
         "parameters": prep.parameters,
@@ -306,9 +346,9 @@ def _summary(metrics: dict, out, max_length: int) -> None:
              b["accuracy"], a["accuracy"], names["f1"], b["f1"], a["f1"], metrics["kept_epoch"], metrics["lr"]["chosen"])
     if metrics["validation"]:
         log.info("validation %s %.4f (%s)", names["accuracy"], metrics["validation"]["after"]["accuracy"],
-                 "held out of the training sample" if metrics["validation"]["source"] == "train" else "the dataset's own")
+                 VALIDATION_SOURCES[metrics["validation"]["source"]].format(folds=metrics["validation"]["folds"]))
     if metrics["task"] == "multi_label_classification":
-        tuned = "tuned on the validation split for micro F1" if metrics["config"]["train"]["threshold"] is None \
+        tuned = "tuned on the held-out rows for micro F1" if metrics["config"]["train"]["threshold"] is None \
             and metrics["validation"] else "as set"
         log.info("threshold %g (%s; the epochs above were scored at 0.5); no temperature calibration "
                  "(it applies to single-label data)", metrics["threshold"], tuned)
