@@ -1,18 +1,19 @@
 """What the learning-rate search, the best epoch and the calibration buy, and what they cost.
 
 For the real IMDb small run (4,000 / 2,000, max length 256) and the real BANKING77 (max length 64), and for
-each pooling (native, cls, mean), headtune trains the head three ways on the same cached features:
+each pooling (native, cls, mean), headtune trains the head three ways:
 
-  fixed               lr 0.03, keep the last epoch, no calibration (the old defaults, validation split held out)
-  search              --lr auto (every rate of the grid trains at once) and the best epoch, no calibration
-  search+calibration  the defaults (search, best epoch, temperature fitted on the validation split)
+  fixed     lr 0.03, keep the last epoch, no calibration, no validation (--val-fraction 0): the defaults before
+            the choices, trained on the whole training sample
+  held-out  --val-fraction 0.1: the rate search, best epoch and calibration on 10 % held out of the sample
+  folds     the defaults: the same choices on 5-fold cross-validation, the saved head trained on every row
 
 The first run of each pooling (the defaults) is cold: its backbone pass fills the shared cache, and its
 `timings_s.total_before_save` is what a user's first run costs. The other settings (and the defaults once more)
-run warm from the cache, so their head stages (`timings_s`: train + finish) are timed on equal terms. Beside them,
-scikit-learn `LogisticRegression(max_iter=5000)` probes fit on exactly the features headtune cached for the run
-(read back from the cache with the key in `model/headtune.json`): on the full training sample (train +
-validation rows) and on the training rows alone.
+run warm (held-out's first run computes the features of its 90 % / 10 % texts, which are cached under other keys),
+so their head stages (`timings_s`: train + finish) are timed on equal terms. Beside them, a scikit-learn
+`LogisticRegression(max_iter=5000)` probe fits on exactly the features headtune cached for the defaults' run
+(read back from the cache with the key in `model/headtune.json`): the whole training sample.
 
 Then datasets headtune has never seen, built from the same real files under --unseen-dir (never in the repo):
 other column names, string labels, 2 to 4 classes, parquet / CSV / jsonl, short and long texts. Each trains with
@@ -59,11 +60,11 @@ REPO = common.REPO
 BANKING_DIR = REPO.parent / "shared" / "data" / "banking77"
 POOLINGS = ("native", "cls", "mean")
 SETTINGS = {  # name -> head settings passed to headtune.train (everything else at its default)
-    "fixed": {"lr": 0.03, "keep": "last", "calibrate": False},
-    "search": {"lr": "auto", "keep": "best", "calibrate": False},
-    "search+calibration": {},
+    "fixed": {"lr": 0.03, "keep": "last", "calibrate": False, "val_fraction": 0.0},
+    "held-out": {"val_fraction": 0.1},
+    "folds": {},
 }
-COLD = "search+calibration"  # the setting whose run is cold (the first for its pooling): what a user runs first
+COLD = "folds"  # the setting whose run is cold (the first for its pooling): what a user runs first
 SEED = 42
 TARGETS = {"imdb_default": 0.80, "imdb_native_search": 0.677, "banking77_default": 0.918, "unseen_points": 1.0,
            "cost_share": 0.10}
@@ -187,13 +188,15 @@ def macro_or_positive_f1(truth: np.ndarray, predicted: np.ndarray, n: int) -> fl
 
 
 def probes(features: dict, labels: dict, n_labels: int) -> dict:
-    """LogisticRegression(max_iter=5000) test accuracy: fit on train + validation rows ("full"), and on train."""
+    """LogisticRegression(max_iter=5000) test accuracy: fit on train + validation rows ("full"), and on the train
+    rows alone when there is a validation split."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
-    fits = {"full": (np.concatenate([features["train"], features["validation"]]),
-                     np.concatenate([labels["train"], labels["validation"]])),
-            "train_only": (features["train"], labels["train"])}
+    held = [name for name in ("train", "validation") if name in features]
+    fits = {"full": (np.concatenate([features[n] for n in held]), np.concatenate([labels[n] for n in held]))}
+    if "validation" in features:
+        fits["train_only"] = (features["train"], labels["train"])
     out = {}
     for name, (x, y) in fits.items():
         started = time.perf_counter()
@@ -206,8 +209,7 @@ def probes(features: dict, labels: dict, n_labels: int) -> dict:
                      "rows": len(y), "iterations": int(np.max(probe.n_iter_)),
                      "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
                      "fit_s": round(time.perf_counter() - started, 3)}
-    common.log(f"  probe: full {out['full']['test_accuracy']:.4f} ({out['full']['rows']} rows), "
-               f"train only {out['train_only']['test_accuracy']:.4f} ({out['train_only']['rows']} rows)")
+    common.log(f"  probe: full {out['full']['test_accuracy']:.4f} ({out['full']['rows']} rows)")
     return out
 
 
@@ -473,22 +475,20 @@ def summarise(real: dict, unseen: list[dict]) -> dict:
                 "cold_backbone_pass_s": colds[cold_totals.index(cold_total)]["backbone_pass_s"],
                 "cold_computed_shards": runs[COLD]["computed_shards"],
                 "cold_load_average_at_start": colds[cold_totals.index(cold_total)]["load_average_at_start"],
-                "head_fixed_s": fixed, "head_search_s": runs["search"]["head_stage_s"],
-                "head_search_calibration_s": full, "head_search_calibration_cold_run_s": runs[COLD]["head_stage_s"],
-                "head_fixed_min_s": fixed_min, "head_search_min_s": min(runs["search"]["head_stage_s_all"]),
-                "head_search_calibration_min_s": full_min,
+                "head_fixed_s": fixed, "head_held_out_s": runs["held-out"]["head_stage_s"],
+                "head_folds_s": full, "head_folds_cold_run_s": runs[COLD]["head_stage_s"],
+                "head_fixed_min_s": fixed_min, "head_held_out_min_s": min(runs["held-out"]["head_stage_s_all"]),
+                "head_folds_min_s": full_min,
                 # median of the warm runs: what the machine gave on average; min: the least disturbed run
                 "added_s": round(full - fixed, 3), "added_share_of_cold": (full - fixed) / cold_total,
                 "added_min_s": round(full_min - fixed_min, 3), "added_min_share_of_cold": (full_min - fixed_min) / cold_total,
                 "cold_run_head_s": colds[cold_totals.index(cold_total)]["head_stage_s"],
                 "cold_run_head_share_of_cold": colds[cold_totals.index(cold_total)]["head_stage_s"] / cold_total,
                 "warm_runs": len(runs["fixed"]["head_stage_s_all"])}
-            search, cal = runs["search"], runs[COLD]
+            cal = runs[COLD]  # ECE of the saved head before and after its temperature was folded in
             out["calibration"][f"{dataset}/{pooling}"] = {
                 "ece_uncalibrated": cal["ece_before"], "ece_calibrated": cal["ece_after"],
-                "temperature": cal["temperature"], "lowered": cal["ece_after"] < cal["ece_before"],
-                "accuracy_uncalibrated": search["test_accuracy"], "accuracy_calibrated": cal["test_accuracy"],
-                "accuracy_changed": search["test_accuracy"] != cal["test_accuracy"]}
+                "temperature": cal["temperature"], "lowered": cal["ece_after"] < cal["ece_before"]}
     t = out["targets"]
     if "imdb" in real:
         t["imdb small run, defaults (mean) >= 0.80"] = _target(real["imdb"]["mean"]["runs"][COLD]["test_accuracy"],
@@ -505,10 +505,10 @@ def summarise(real: dict, unseen: list[dict]) -> dict:
                                                                    "met_if_not_worse": diff >= -TARGETS["unseen_points"]}
     if out["cost"]:
         worst = max(c["added_min_share_of_cold"] for c in out["cost"].values())
-        t["search + best epoch + calibration cost <= 10 % of a cold run (min of the warm runs, worst pooling)"] = {
+        t["folds' search + best epoch + calibration cost <= 10 % of a cold run (min of the warm runs, worst pooling)"] = {
             "value": worst, "met": worst <= TARGETS["cost_share"]}
         worst = max(c["added_share_of_cold"] for c in out["cost"].values())
-        t["search + best epoch + calibration cost <= 10 % of a cold run (median of the warm runs, worst pooling)"] = {
+        t["folds' search + best epoch + calibration cost <= 10 % of a cold run (median of the warm runs, worst pooling)"] = {
             "value": worst, "met": worst <= TARGETS["cost_share"]}
     return out
 
@@ -523,35 +523,35 @@ def tables(result: dict) -> str:
     for dataset, poolings in real.items():
         first = next(iter(poolings.values()))["runs"][COLD]
         data = first["data"]
-        lines += [f"### {dataset}: {data['train']:,} train + {data['validation']:,} validation / {data['test']:,} test, "
-                  f"max length {first['max_length']}", "",
-                  "| pooling | setting | test acc | " + first["f1_name"] + " | val acc | lr | epoch | "
-                  "ECE before -> after | head s | probe full | probe train only |",
-                  "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+        lines += [f"### {dataset}: {data['train']:,} train / {data['test']:,} test, max length {first['max_length']}",
+                  "",
+                  "| pooling | setting | test acc | " + first["f1_name"] + " | validation acc | lr | epoch | "
+                  "ECE before -> after | head s | probe |",
+                  "|---|---|---:|---:|---:|---:|---:|---|---:|---:|"]
         for pooling, r in poolings.items():
             for setting in SETTINGS:
                 run = r["runs"][setting if setting != COLD else COLD + " (warm)"]
                 ece = (f"{run['ece_before']:.4f} -> {run['ece_after']:.4f}" if run["ece_after"] is not None
                        else f"{run['ece_before']:.4f}")
                 probe = r["probe"]
+                val = "–" if run["validation_accuracy"] is None else f"{run['validation_accuracy']:.4f}" + (
+                    " (out of fold)" if run["data"].get("folds") else "")
                 lines.append(f"| {pooling} | {setting} | {run['test_accuracy']:.4f} | {run['test_f1']:.4f} | "
-                             f"{run['validation_accuracy']:.4f} | {run['lr']:g} | {run['kept_epoch']} | {ece} | "
-                             f"{run['head_stage_s']:.2f} | "
-                             + (f"{probe['full']['test_accuracy']:.4f} | {probe['train_only']['test_accuracy']:.4f} |"
-                                if setting == "fixed" else "| |"))
+                             f"{val} | {run['lr']:g} | {run['kept_epoch']} | {ece} | {run['head_stage_s']:.2f} | "
+                             + (f"{probe['full']['test_accuracy']:.4f} |" if setting == "fixed" else " |"))
         lines.append("")
-        lines += ["| pooling | cold run s, fastest (backbone pass s), load at start | head s, warm min: fixed / search / "
-                  "search+cal | added, min (share of cold run) | head s, warm median: fixed / search / search+cal | "
+        lines += ["| pooling | cold run s, fastest (backbone pass s), load at start | head s, warm min: fixed / held-out / "
+                  "folds | added, min (share of cold run) | head s, warm median: fixed / held-out / folds | "
                   "added, median (share of cold run) | head s in that cold run (share) |",
                   "|---|---:|---|---:|---|---:|---:|"]
         for pooling, r in poolings.items():
             c = summary["cost"][f"{dataset}/{pooling}"]
             lines.append(f"| {pooling} | {c['cold_total_s']:.1f} ({c['cold_backbone_pass_s']:.1f}), "
                          f"{c['cold_load_average_at_start']} | "
-                         f"{c['head_fixed_min_s']:.2f} / {c['head_search_min_s']:.2f} / "
-                         f"{c['head_search_calibration_min_s']:.2f} | "
+                         f"{c['head_fixed_min_s']:.2f} / {c['head_held_out_min_s']:.2f} / "
+                         f"{c['head_folds_min_s']:.2f} | "
                          f"{c['added_min_s']:+.2f} s ({100 * c['added_min_share_of_cold']:.2f} %) | "
-                         f"{c['head_fixed_s']:.2f} / {c['head_search_s']:.2f} / {c['head_search_calibration_s']:.2f} | "
+                         f"{c['head_fixed_s']:.2f} / {c['head_held_out_s']:.2f} / {c['head_folds_s']:.2f} | "
                          f"{c['added_s']:+.2f} s ({100 * c['added_share_of_cold']:.2f} %) | "
                          f"{c['cold_run_head_s']:.2f} "
                          f"({100 * c['cold_run_head_share_of_cold']:.2f} %) |")
@@ -559,15 +559,15 @@ def tables(result: dict) -> str:
     if unseen:
         lines += ["### datasets headtune has never seen (defaults)", "",
                   "| dataset | format, columns | classes | train / test | max length | headtune test acc | "
-                  "probe (full) | difference, points | probe (train only) | lr, epoch | cold run s (head s) |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---|---:|"]
+                  "probe | difference, points | lr, epoch | cold run s (head s) |",
+                  "|---|---|---|---|---:|---:|---:|---:|---|---:|"]
         for u in unseen:
             run, probe = u["run"], u["probe"]
             lines.append(f"| {u['name']} | {u['format']}, {u['text_column']} / {u['label_column']} | "
                          f"{len(u['classes'])}: {', '.join(u['classes'])} | {u['train']:,} / {u['test']:,} | "
                          f"{u['max_length']} | {run['test_accuracy']:.4f} | {probe['full']['test_accuracy']:.4f} | "
                          f"{100 * (run['test_accuracy'] - probe['full']['test_accuracy']):+.2f} | "
-                         f"{probe['train_only']['test_accuracy']:.4f} | {run['lr']:g}, {run['kept_epoch']} | "
+                         f"{run['lr']:g}, {run['kept_epoch']} | "
                          f"{run['timings_s']['total_before_save']:.1f} ({run['head_stage_s']:.2f}) |")
         lines.append("")
     lines += ["### targets", "", "| target | value | met |", "|---|---:|---|"]
@@ -577,12 +577,10 @@ def tables(result: dict) -> str:
                                                                else f"{value:.4f}")
         lines.append(f"| {name} | {shown} | {'yes' if t['met'] else 'no'} |")
     lines.append("")
-    lines += ["### calibration (search vs search+calibration, test split)", "",
-              "| dataset / pooling | temperature | ECE without -> with | accuracy without / with |",
-              "|---|---:|---|---|"]
+    lines += ["### calibration (the defaults' saved head before and after its temperature, test split)", "",
+              "| dataset / pooling | temperature | ECE without -> with |", "|---|---:|---|"]
     for name, c in summary["calibration"].items():
-        lines.append(f"| {name} | {c['temperature']:.3f} | {c['ece_uncalibrated']:.4f} -> {c['ece_calibrated']:.4f} | "
-                     f"{c['accuracy_uncalibrated']:.4f} / {c['accuracy_calibrated']:.4f} |")
+        lines.append(f"| {name} | {c['temperature']:.3f} | {c['ece_uncalibrated']:.4f} -> {c['ece_calibrated']:.4f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -601,7 +599,7 @@ def chart(result: dict, path: Path) -> None:
     for ax in axes[panels:]:
         ax.set_visible(False)
     axes = axes[:panels]
-    colours = {"fixed": "tab:gray", "search": "tab:blue", "search+calibration": "tab:green"}
+    colours = {"fixed": "tab:gray", "held-out": "tab:blue", "folds": "tab:green"}
     width = 0.26
     for ax, (dataset, poolings) in zip(axes, real.items()):
         values = []
@@ -615,10 +613,8 @@ def chart(result: dict, path: Path) -> None:
                 values.append(run["test_accuracy"])
             probe = r["probe"]
             ax.hlines(probe["full"]["test_accuracy"], p - 1.5 * width, p + 1.5 * width, colors="tab:red",
-                      label="LR probe, train + validation" if p == 0 else None)
-            ax.hlines(probe["train_only"]["test_accuracy"], p - 1.5 * width, p + 1.5 * width, colors="tab:red",
-                      linestyles=":", label="LR probe, train rows only" if p == 0 else None)
-            values += [probe["full"]["test_accuracy"], probe["train_only"]["test_accuracy"]]
+                      label="LR probe, whole training sample" if p == 0 else None)
+            values.append(probe["full"]["test_accuracy"])
         ax.set_xticks(range(len(poolings)), list(poolings))
         ax.set_ylim(max(0.0, min(values) - 0.06), max(values) + 0.07)
         ax.set_ylabel("test accuracy")
@@ -651,7 +647,7 @@ def chart(result: dict, path: Path) -> None:
         ours = [u["run"]["test_accuracy"] for u in unseen]
         probe = [u["probe"]["full"]["test_accuracy"] for u in unseen]
         ax.bar(x - 0.2, ours, 0.4, color="tab:green", label="headtune defaults")
-        ax.bar(x + 0.2, probe, 0.4, color="tab:red", alpha=0.6, label="LR probe (train + validation)")
+        ax.bar(x + 0.2, probe, 0.4, color="tab:red", alpha=0.6, label="LR probe (whole training sample)")
         for i, (a, b) in enumerate(zip(ours, probe)):
             ax.text(i, max(a, b) + 0.005, f"{100 * (a - b):+.1f}", ha="center", fontsize=8)
         ax.set_xticks(x, [f"{u['name']}\n({len(u['classes'])} classes)" for u in unseen], fontsize=7)
@@ -659,7 +655,7 @@ def chart(result: dict, path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.set_title("Unseen datasets: defaults vs probe (difference in points)", fontsize=10)
         ax.legend(fontsize=7, loc="upper left", ncol=2)
-    fig.suptitle("headtune with all-MiniLM-L6-v2 on CPU: learning-rate search, best epoch, calibration", fontsize=11)
+    fig.suptitle("headtune with all-MiniLM-L6-v2 on CPU: choices on held-out rows or on 5 folds", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -695,7 +691,7 @@ def main(argv: list[str] | None = None) -> None:
               "settings": {"quick": args.quick, "reuse_cache": args.reuse_cache, "parts": sorted(parts),
                            "head_settings": SETTINGS, "cold_setting": COLD, "poolings": list(POOLINGS),
                            "probe": "sklearn LogisticRegression(max_iter=5000), default C, on headtune's cached "
-                                    "features; 'full' = train + validation rows, 'train_only' = train rows",
+                                    "features of the defaults' run (the whole training sample)",
                            "real_datasets": {k: v for k, v in real_datasets(args).items()},
                            "targets": TARGETS}}
     real = run_real(args, model, cache_dir) if "real" in parts else {}

@@ -69,7 +69,6 @@ class Settings:
     max_tokens_per_batch: int  # headtune's defaults on the device: the floor runs headtune's batches
     shard_size: int
     pad_to_multiple_of: int
-    folds: int  # headtune's default: cross-validation folds of the training sample (1: a held-out 10 %)
     sklearn_max_iter: int
     floor_repeats: int
 
@@ -142,7 +141,7 @@ def make_settings(args: argparse.Namespace, sizes: tuple[int, int], device: torc
                     device=str(device), pooling=plan.reading.name, trimmed=common.trimmed(plan),
                     max_tokens_per_batch=features.max_tokens_per_batch, shard_size=features.shard_size,
                     pad_to_multiple_of=features.pad_to_multiple_of,
-                    folds=DataConfig().cv_folds, sklearn_max_iter=args.sklearn_max_iter,
+                    sklearn_max_iter=args.sklearn_max_iter,
                     floor_repeats=args.floor_repeats)
 
 
@@ -152,11 +151,10 @@ def feature_config(s: Settings) -> FeatureConfig:
 
 
 def load_sample(dataset: str, train_size: int | None, test_size: int | None, seed: int,
-                folds: int | None = None) -> Splits:
-    """The small-run sample. folds=None: the whole training sample, what seed-style and encode+sklearn train
-    on, without validation; headtune's view is the same rows with its --folds (the default cross-validates on
-    all of them; --folds 1 holds a stratified 10 % out)."""
-    validation = {"val_fraction": 0.0} if folds is None else {"folds": folds}
+                headtune_view: bool = False) -> Splits:
+    """The small-run sample: the whole training sample, what seed-style and encode+sklearn train on, without
+    validation; or headtune's view of the same rows with its default validation (5 folds of all of them)."""
+    validation = {} if headtune_view else {"val_fraction": 0.0}
     return load_splits(DataConfig(dataset=dataset, small_run=True, train_size=train_size, test_size=test_size,
                                   sample_seed=seed, **validation))
 
@@ -560,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return run_child(args, s, splits)
     # headtune's view of the same rows: train (cross-validated: its --folds) / test
-    headtune_splits = load_sample(args.dataset, args.train_size, args.test_size, args.seed, s.folds)
+    headtune_splits = load_sample(args.dataset, args.train_size, args.test_size, args.seed, headtune_view=True)
     needs_plan = {"floor", "headtune-cold"} & set(args.systems)
     plans, flops = plan_headtune_pass(s, headtune_splits) if needs_plan else (None, None)
 

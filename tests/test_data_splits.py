@@ -5,6 +5,7 @@ Every refusal is a one-line HeadtuneError that names the problem and the fix.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,21 @@ def test_by_default_the_whole_sample_trains_in_stratified_folds(sentiment_dir):
     assert (load(sentiment_dir, folds=4).folds >= 0).all() and load(sentiment_dir, folds=4).folds.max() == 3
 
 
+def test_folds_are_the_default_while_rows_times_labels_stay_small(tmp_path, caplog):
+    from headtune.config import FOLDS_BUDGET
+
+    assert DataConfig().folds_for(50_000, 2) == 5 and DataConfig().folds_for(10_003, 77) == 1  # IMDb / BANKING77
+    assert DataConfig().folds_for(FOLDS_BUDGET // 4, 4) == 5 and DataConfig().folds_for(FOLDS_BUDGET // 4 + 1, 4) == 1
+    assert DataConfig(folds=3).folds_for(10**7, 100) == 3 and DataConfig(val_fraction=0.2).folds_for(10, 2) == 1
+    labels = [f"intent_{i % 60}" for i in range(1_800)]  # 1,800 x 60 = 108,000
+    write(tmp_path, frame([f"text {i}" for i in range(1_800)], labels), frame(["t"], ["intent_0"]))
+    with caplog.at_level(logging.INFO, logger="headtune"):
+        held = load(tmp_path)
+    assert held.folds is None and held.validation_source == "train" and len(held.validation.texts) == 180
+    assert "1,800 training rows x 60 labels is over 100,000" in caplog.text and "--folds 5" in caplog.text
+    assert load(tmp_path, folds=5).validation_source == "cross-validation"
+
+
 def test_held_out_rows_are_a_stratified_share_of_the_sample(sentiment_dir):
     splits = load(sentiment_dir, folds=1)  # --val-fraction 0.1
     assert splits.validation_source == "train"
@@ -213,8 +229,8 @@ def test_small_run_that_loses_classes(tmp_path):
     refused(lambda: load(tmp_path, small_run=True), "--small-run's sample of 4,000 texts leaves",
             f"{(allocate(counts, 4000) == 0).sum()} of the 502 classes",
             f"--train-size {smallest_sample_keeping_classes(counts)} or more")
-    splits = load(tmp_path)  # the whole split: unaffected
-    assert len(splits.train.texts) == 4500
+    splits = load(tmp_path)  # the whole split: unaffected (4,500 x 502 labels: rows held out, not folds)
+    assert len(splits.train.texts) + len(splits.validation.texts) == 4500
     assert len(set(splits.train.labels.tolist())) == 502
 
 

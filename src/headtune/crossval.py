@@ -30,8 +30,8 @@ import torch
 from .config import TrainConfig
 from .features import progress
 from .optim import AdamW
-from .training import (Labelled, Patience, Task, TrainResult, better, leading, threads_for, lr_factor,
-                       selection_metric, stack, train_head)
+from .training import (Labelled, Patience, Task, TrainResult, better, leading, lr_factor, no_denormals,
+                       selection_metric, stack, threads_for, train_head)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def cross_validate(head: torch.nn.Module, features: torch.Tensor, labels: np.nda
     `folds`) and choose a rate and an epoch on their out-of-fold scores."""
     device = features.device
     k, r = int(folds.max()) + 1, len(lrs)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), threads_for(head, cfg, k * r):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), threads_for(head, cfg, k * r), \
+            no_denormals():
         torch.manual_seed(cfg.seed)  # dropout; restored for the caller afterwards
         return _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, r)
 
@@ -84,8 +85,7 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         out = torch.empty(r, len(labels), task.num_labels)
         chunk = max(1, EVAL_COPY_ROWS // (k * r))
         with torch.inference_mode():
-            parts = [model(features[padded[:, s:s + chunk]].repeat_interleave(r, dim=0)).float().cpu()
-                     for s in range(0, m, chunk)]
+            parts = [model(features[padded[:, s:s + chunk]]).float().cpu() for s in range(0, m, chunk)]
         logits = torch.cat(parts, dim=1).view(k, r, m, -1)
         for f, rows in enumerate(inside):
             out[:, torch.as_tensor(rows)] = logits[f, :, :len(rows)]
@@ -114,7 +114,7 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         totals = torch.zeros(k * r, device=device)
         for index in order.split(cfg.batch_size, dim=1):
             batch = targets[index].repeat_interleave(r, dim=0)  # (k * r, b): each copy its fold's rows
-            out = model(features[index].repeat_interleave(r, dim=0))
+            out = model(features[index])  # (k, b, in) in: fold f's rows go to its r copies (StackedLinear groups)
             per_copy = task.loss(out.flatten(0, 1), batch.flatten(0, 1), "none").view(k * r, index.shape[1], -1)
             if task.multi_label or task.class_weights is None:
                 per_copy = per_copy.mean(dim=(1, 2))

@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import hub
-from .config import DataConfig, DataSource
+from .config import DEFAULT_FOLDS, FOLDS_BUDGET, DataConfig, DataSource
 from .errors import HeadtuneError, flag
 from .labels import describe_labels, encode_for_model, encode_labels, encode_multi, encode_single, holds_lists, \
     positive_id
@@ -117,13 +117,15 @@ def load_splits(cfg: DataConfig) -> Splits:
     if own_validation:  # the dataset's own: used whole
         validation, source = split_of("validation", np.arange(len(labels["validation"]))), "dataset"
         log.info("validation: the dataset's %s split, %s rows", own_validation, f"{len(validation.texts):,}")
-    elif cfg.cv_folds > 1:
-        k = min(cfg.cv_folds, len(train_keep))
-        if k > 1:
-            folds, source = assign_folds(labels["train"][train_keep], k, cfg.sample_seed, multi), "cross-validation"
-            log.info("validation: %d-fold cross-validation of the %s training rows (%s)", k, f"{len(train_keep):,}",
-                     flag("folds"))
+    elif (k := min(cfg.folds_for(len(train_keep), len(names)), len(train_keep))) > 1:
+        folds, source = assign_folds(labels["train"][train_keep], k, cfg.sample_seed, multi), "cross-validation"
+        log.info("validation: %d-fold cross-validation of the %s training rows (%s)", k, f"{len(train_keep):,}",
+                 flag("folds"))
     elif cfg.holdout_fraction > 0:
+        if cfg.folds is None and cfg.val_fraction is None:  # the default, for a sample too big for cheap folds
+            log.info("validation: %s training rows x %d labels is over %s, so rows are held out instead of folds "
+                     "(--folds %d cross-validates anyway)", f"{len(train_keep):,}", len(names), f"{FOLDS_BUDGET:,}",
+                     DEFAULT_FOLDS)
         part, held = hold_out(labels["train"][train_keep], cfg.holdout_fraction, cfg.sample_seed, multi)
         if len(held):
             validation, source = split_of("validation", train_keep[held], read_as="train"), "train"

@@ -42,11 +42,12 @@ class AdamW:
             if p.grad is None:
                 continue
             rate = lr if not torch.is_tensor(lr) else lr.to(p.device).view(-1, *[1] * (p.dim() - 1))
-            p.mul_(1 - rate * self.weight_decay)  # decoupled weight decay: the "W"
+            if self.weight_decay:  # decoupled weight decay: the "W" (skipped at 0: a full pass over p for nothing)
+                p.mul_(1 - rate * self.weight_decay)
             exp_avg.lerp_(p.grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            if torch.is_tensor(rate):
-                p.sub_(rate / bias_correction1 * exp_avg / denom)
+            denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(self.eps)  # one temporary, updated in place
+            if torch.is_tensor(rate):  # the step exp_avg / denom, written over denom, scaled per copy
+                p.addcmul_(torch.div(exp_avg, denom, out=denom), rate, value=-1 / bias_correction1)
             else:
                 p.addcdiv_(exp_avg, denom, value=-rate / bias_correction1)

@@ -99,10 +99,11 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     clock["check"] = time.perf_counter()
 
     data_cfg = cfg.data
-    if family is None and data_cfg.cv_folds > 1:  # its head trains through the whole model: one training only
-        log.info("model type '%s' has no headtune entry, so its head trains through the frozen model: choices on "
-                 "a held-out --val-fraction %g instead of %d folds", source.model_type, data_cfg.holdout_fraction,
-                 data_cfg.cv_folds)
+    if family is None and data_cfg.folds != 1:  # its head trains through the whole model: one training only
+        if data_cfg.folds is not None:
+            log.info("model type '%s' has no headtune entry, so its head trains through the frozen model: choices "
+                     "on a held-out --val-fraction %g instead of %d folds", source.model_type,
+                     data_cfg.holdout_fraction, data_cfg.folds)
         data_cfg = replace(data_cfg, folds=1)
     splits = load_splits(data_cfg)
     held = "held out of train" if splits.validation_source == "train" else "the dataset's own"
