@@ -6,7 +6,8 @@ each pooling (native, cls, mean), headtune trains the head three ways:
   fixed     lr 0.03, keep the last epoch, no calibration, no validation (--val-fraction 0): the defaults before
             the choices, trained on the whole training sample
   held-out  --val-fraction 0.1: the rate search, best epoch and calibration on 10 % held out of the sample
-  folds     the defaults: the same choices on 5-fold cross-validation, the saved head trained on every row
+  5 folds   --folds 5: the same choices on 5-fold cross-validation, the saved head trained on every row
+  defaults  5 folds while training rows x labels is at most 100,000 (IMDb), else held-out (BANKING77)
 
 The first run of each pooling (the defaults) is cold: its backbone pass fills the shared cache, and its
 `timings_s.total_before_save` is what a user's first run costs. The other settings (and the defaults once more)
@@ -62,9 +63,10 @@ POOLINGS = ("native", "cls", "mean")
 SETTINGS = {  # name -> head settings passed to headtune.train (everything else at its default)
     "fixed": {"lr": 0.03, "keep": "last", "calibrate": False, "val_fraction": 0.0},
     "held-out": {"val_fraction": 0.1},
-    "folds": {},
+    "5 folds": {"folds": 5},
+    "defaults": {},  # 5 folds up to 100,000 training rows x labels, else held-out
 }
-COLD = "folds"  # the setting whose run is cold (the first for its pooling): what a user runs first
+COLD = "defaults"  # the setting whose run is cold (the first for its pooling): what a user runs first
 SEED = 42
 TARGETS = {"imdb_default": 0.80, "imdb_native_search": 0.677, "banking77_default": 0.918, "unseen_points": 1.0,
            "cost_share": 0.10}
@@ -505,10 +507,10 @@ def summarise(real: dict, unseen: list[dict]) -> dict:
                                                                    "met_if_not_worse": diff >= -TARGETS["unseen_points"]}
     if out["cost"]:
         worst = max(c["added_min_share_of_cold"] for c in out["cost"].values())
-        t["folds' search + best epoch + calibration cost <= 10 % of a cold run (min of the warm runs, worst pooling)"] = {
+        t["defaults' search + best epoch + calibration cost <= 10 % of a cold run (min of the warm runs, worst pooling)"] = {
             "value": worst, "met": worst <= TARGETS["cost_share"]}
         worst = max(c["added_share_of_cold"] for c in out["cost"].values())
-        t["folds' search + best epoch + calibration cost <= 10 % of a cold run (median of the warm runs, worst pooling)"] = {
+        t["defaults' search + best epoch + calibration cost <= 10 % of a cold run (median of the warm runs, worst pooling)"] = {
             "value": worst, "met": worst <= TARGETS["cost_share"]}
     return out
 
@@ -599,20 +601,20 @@ def chart(result: dict, path: Path) -> None:
     for ax in axes[panels:]:
         ax.set_visible(False)
     axes = axes[:panels]
-    colours = {"fixed": "tab:gray", "held-out": "tab:blue", "folds": "tab:green"}
-    width = 0.26
+    colours = {"fixed": "tab:gray", "held-out": "tab:blue", "5 folds": "tab:green", "defaults": "tab:olive"}
+    width = 0.2
     for ax, (dataset, poolings) in zip(axes, real.items()):
         values = []
         for p, (pooling, r) in enumerate(poolings.items()):
             for s, setting in enumerate(SETTINGS):
                 run = r["runs"][setting]
-                ax.bar(p + (s - 1) * width, run["test_accuracy"], width, color=colours[setting],
+                ax.bar(p + (s - 1.5) * width, run["test_accuracy"], width, color=colours[setting],
                        label=setting if p == 0 else None)
-                ax.text(p + (s - 1) * width, run["test_accuracy"] + 0.002, f"{run['test_accuracy']:.3f}",
+                ax.text(p + (s - 1.5) * width, run["test_accuracy"] + 0.002, f"{run['test_accuracy']:.3f}",
                         ha="center", va="bottom", fontsize=6, rotation=90)
                 values.append(run["test_accuracy"])
             probe = r["probe"]
-            ax.hlines(probe["full"]["test_accuracy"], p - 1.5 * width, p + 1.5 * width, colors="tab:red",
+            ax.hlines(probe["full"]["test_accuracy"], p - 2 * width, p + 2 * width, colors="tab:red",
                       label="LR probe, whole training sample" if p == 0 else None)
             values.append(probe["full"]["test_accuracy"])
         ax.set_xticks(range(len(poolings)), list(poolings))
@@ -633,7 +635,7 @@ def chart(result: dict, path: Path) -> None:
                     run = r["runs"][setting if setting != COLD else COLD + " (warm)"]
                     shares[setting].append(100 * min(run["head_stage_s_all"]) / cold)
         for s, setting in enumerate(SETTINGS):
-            ax.bar(np.arange(len(names)) + (s - 1) * width, shares[setting], width, color=colours[setting],
+            ax.bar(np.arange(len(names)) + (s - 1.5) * width, shares[setting], width, color=colours[setting],
                    label=setting)
         ax.axhline(10, color="tab:red", linestyle="--", linewidth=1, label="10 % of the cold run")
         ax.set_xticks(range(len(names)), names, fontsize=7)

@@ -175,7 +175,7 @@ class DataConfig(DataSource):
     val_fraction: float | None = field(default=None, metadata=_help(
         "Hold out this share of the training sample (stratified; multi-label data: at random; a class's last "
         "example stays in train) and make the choices on it instead of on folds. 0: no validation at all (then "
-        "pass a fixed --lr). Default: 0.1 with --folds 1, else unused.", metavar="FRACTION"))
+        "pass a fixed --lr). Default: 0.1 whenever rows are held out.", metavar="FRACTION"))
     multi_label: bool = field(default=False, metadata=_help(
         "Each text has any number of labels (a sigmoid per label). Automatic when the label column holds "
         "lists; with this flag, string labels are split on commas."))
