@@ -543,7 +543,7 @@ def tables(result: dict) -> str:
                              + (f"{probe['full']['test_accuracy']:.4f} |" if setting == "fixed" else " |"))
         lines.append("")
         lines += ["| pooling | cold run s, fastest (backbone pass s), load at start | head s, warm min: fixed / held-out / "
-                  "folds | added, min (share of cold run) | head s, warm median: fixed / held-out / folds | "
+                  "defaults | added, min (share of cold run) | head s, warm median: fixed / held-out / defaults | "
                   "added, median (share of cold run) | head s in that cold run (share) |",
                   "|---|---:|---|---:|---|---:|---:|"]
         for pooling, r in poolings.items():

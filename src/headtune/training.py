@@ -10,6 +10,10 @@ validation accuracy (micro F1 for multi-label data, where subset accuracy moves 
 one returned. The test split is scored for the report only: it chooses
 nothing (tests/test_training.py changes every test label and gets the same head).
 
+When the choices are cross-validated instead (--folds; crossval.py stacks folds x rates copies with the
+pieces here), `train_head` then trains the final head on every row without a validation split, keeping
+the epoch the folds chose (`keep_epoch`).
+
 Inputs are cached backbone features (`CachedInputs`), or, for an architecture headtune has no entry
 for, token batches through the whole frozen model (`FullModelInputs`: one learning rate only).
 """

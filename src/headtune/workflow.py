@@ -1,5 +1,6 @@
 """`headtune train`, stage by stage: data -> features (one backbone pass, or the cache) -> head training
-(learning rates and epochs chosen on the validation split) -> calibration -> metrics -> artifacts.
+(learning rates and epochs chosen on held-out rows: out of fold, crossval.py, or a validation split) ->
+calibration -> metrics -> artifacts.
 
 Started as several processes (torchrun, accelerate launch; distributed.py says which one this is), every
 process checks the settings, the model and the data as one does, then computes its share of the cache shards
