@@ -161,8 +161,8 @@ class DataConfig(DataSource):
     test_size: int | None = field(default=None, metadata=_help(
         "Stratified, seeded sample of this many test examples (overrides --small-run). Default: the whole split."))
     sample_seed: int = field(default=42, metadata=_help(
-        "Seed of the sample --small-run, --train-size and --test-size draw, and of the validation rows "
-        "--val-fraction holds out. Separate from --seed, so runs that differ only in head settings "
+        "Seed of the sample --small-run, --train-size and --test-size draw, and of the folds or the validation "
+        "rows held out. Separate from --seed, so runs that differ only in head settings "
         "(--seed included) see the same texts and reuse cached features."))
     folds: int | None = field(default=None, metadata=_help(
         "When the dataset has no validation split (validation, valid or dev): cut the training sample into this "

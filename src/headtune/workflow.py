@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__, distributed, pooling
@@ -221,7 +222,7 @@ def _log_epoch(record: dict) -> None:
     log.info(", ".join(parts))
 
 
-def _held_out(result: TrainResult, labelled: dict) -> tuple[torch.Tensor, object] | None:
+def _held_out(result: TrainResult, labelled: dict) -> tuple[torch.Tensor, np.ndarray] | None:
     """(logits, labels) of the rows the choices were made on, as the kept head (before calibration) scores them:
     the out-of-fold logits of cross-validation, else the validation split's, else None."""
     if result.out_of_fold is not None:
