@@ -13,7 +13,7 @@ from conftest import Backbone
 from headtune.architectures.parts import Chain, linear_head, normal_init
 from headtune.config import TrainConfig
 from headtune.features import tokenize
-from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, better, _weighted_mean,
+from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, better, copy_losses,
                                balanced_weights, logits_of, lr_factor, member_state, stack, train_head)
 
 CPU = torch.device("cpu")
@@ -131,8 +131,7 @@ def test_a_class_weighted_batch_loss_is_what_cross_entropy_computes():
     weights = torch.tensor([0.5, 2.0, 1.0])
     task = Task(3, class_weights=weights)
     logits, batch = torch.randn(2, 5, 3, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 2, 0])
-    per_copy = task.loss(logits.flatten(0, 1), batch.repeat(2), "none").view(2, 5)
-    got = _weighted_mean(per_copy, batch, task)
+    got = copy_losses(task, logits, batch.expand(2, 5))
     for copy_, expected in zip(got, [nn.functional.cross_entropy(x, batch, weight=weights) for x in logits]):
         assert copy_.item() == pytest.approx(expected.item(), abs=1e-6)
 

@@ -452,10 +452,7 @@ def test_the_threshold_is_tuned_on_the_validation_split(tiny_models, tmp_path):
     from headtune.config import DataConfig
     from headtune.data import load_splits
 
-    data = tmp_path / "data"
-    data.mkdir()
-    multi_label_frame(300, 1).to_parquet(data / "train.parquet")
-    multi_label_frame(100, 2).to_parquet(data / "test.parquet")
+    data = multi_label_dir(tmp_path / "data", 300, 100)
     metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=2, lr=0.3, folds=1)
     validation = load_splits(DataConfig(dataset=str(data), label_column="tags", folds=1)).validation
     rows = headtune.predict(validation.texts, model=str(tmp_path / "out" / "model"), device="cpu", max_length=32)
@@ -471,10 +468,7 @@ def test_evaluate_refuses_a_threshold_for_a_single_label_model(binary_run, senti
 
 
 def test_a_threshold_of_zero_is_kept(tiny_models, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    multi_label_frame(60, 1).to_parquet(data / "train.parquet")
-    multi_label_frame(20, 2).to_parquet(data / "test.parquet")
+    data = multi_label_dir(tmp_path / "data", 60, 20)
     metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=1, lr=0.03, threshold=0.0)
     assert metrics["threshold"] == 0.0 and metrics["after"]["accuracy"] == 0.0  # every label predicted for every text
     label_sets = pd.Series([tuple(sorted(tags)) for tags in multi_label_frame(20, 2).tags]).value_counts()
@@ -493,6 +487,14 @@ def test_an_output_folder_that_cannot_be_made_is_refused_before_any_work(tiny_mo
 
 # --------------------------------------------------------------------------- multi-label
 
+def multi_label_dir(folder: Path, train: int, test: int) -> Path:
+    """A dataset folder of `multi_label_frame`s: train (seed 1) and test (seed 2) parquet files."""
+    folder.mkdir()
+    multi_label_frame(train, 1).to_parquet(folder / "train.parquet")
+    multi_label_frame(test, 2).to_parquet(folder / "test.parquet")
+    return folder
+
+
 def multi_label_frame(n: int, seed: int) -> pd.DataFrame:
     """Sentiment and length: every text has its sentiment label, and `long` when it has over 10 words."""
     frame = sentiment_frame_words(n, seed)
@@ -508,10 +510,7 @@ def sentiment_frame_words(n, seed):
 
 
 def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models, tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    multi_label_frame(300, 1).to_parquet(data / "train.parquet")
-    multi_label_frame(100, 2).to_parquet(data / "test.parquet")
+    data = multi_label_dir(tmp_path / "data", 300, 100)
     metrics = train(tmp_path, data, tiny_models["distilbert"], label_column="tags", epochs=2)
     assert metrics["task"] == "multi_label_classification" and metrics["labels"] == ["long", "neg", "pos"]
     assert metrics["metric_names"] == {"accuracy": "subset accuracy", "f1": "micro F1"}

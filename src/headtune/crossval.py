@@ -30,8 +30,8 @@ import torch
 from .config import TrainConfig
 from .features import progress
 from .optim import AdamW
-from .training import (Labelled, Patience, Task, TrainResult, better, leading, lr_factor, no_denormals,
-                       selection_metric, stack, threads_for, train_head)
+from .training import (Labelled, Patience, Task, TrainResult, better, copy_losses, leading, lr_factor,
+                       no_denormals, selection_metric, stack, threads_for, train_head)
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +115,7 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         for index in order.split(cfg.batch_size, dim=1):
             batch = targets[index].repeat_interleave(r, dim=0)  # (k * r, b): each copy its fold's rows
             out = model(features[index])  # (k, b, in) in: fold f's rows go to its r copies (StackedLinear groups)
-            per_copy = task.loss(out.flatten(0, 1), batch.flatten(0, 1), "none").view(k * r, index.shape[1], -1)
-            if task.multi_label or task.class_weights is None:
-                per_copy = per_copy.mean(dim=(1, 2))
-            else:  # as cross_entropy(weight=) reduces a batch: divided by the summed weights of its rows
-                per_copy = per_copy.sum(dim=(1, 2)) / task.class_weights.to(device)[batch].sum(dim=1)
+            per_copy = copy_losses(task, out, batch)
             optimizer.zero_grad()
             per_copy.sum().backward()
             optimizer.step(rates * factor(step))

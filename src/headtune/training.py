@@ -350,9 +350,7 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
                 logits = logits[None]
             batch = targets[index.to(device)]
             # summed over copies, each copy's mean over the batch: every copy gets its own mean-loss gradient
-            per_copy = task.loss(logits.flatten(0, 1), batch.repeat(k, *[1] * (batch.dim() - 1)), "none")
-            per_copy = per_copy.view(k, len(index), -1).mean(dim=(1, 2)) if task.multi_label else \
-                _weighted_mean(per_copy.view(k, len(index)), batch, task)
+            per_copy = copy_losses(task, logits, batch.expand(k, *batch.shape))
             optimizer.zero_grad()
             per_copy.sum().backward()
             optimizer.step(rates * factor(step) if stackable else float(rates[0]) * factor(step))
@@ -402,11 +400,15 @@ def leading(scores: list[dict], chosen_by: str) -> int:
     return max(range(len(scores)), key=lambda i: (scores[i][chosen_by], -scores[i]["loss"]))
 
 
-def _weighted_mean(losses: torch.Tensor, batch: torch.Tensor, task: Task) -> torch.Tensor:
-    """Per-copy batch loss as cross_entropy(weight=...) reduces it: divided by the summed weights."""
-    if task.class_weights is None:
-        return losses.mean(dim=1)
-    return losses.sum(dim=1) / task.class_weights.to(batch.device)[batch].sum()
+def copy_losses(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each stacked copy's batch loss, (K,), as the loss reduces a batch alone: logits (K, B, labels), targets
+    (K, B), or (K, B, labels) for multi-label data. With class weights, cross_entropy(weight=)'s mean: divided by
+    the summed weights of the rows, not by their number."""
+    k, b = logits.shape[:2]
+    losses = task.loss(logits.flatten(0, 1), targets.flatten(0, 1), "none").view(k, b, -1)
+    if task.multi_label or task.class_weights is None:
+        return losses.mean(dim=(1, 2))
+    return losses.sum(dim=(1, 2)) / task.class_weights.to(logits.device)[targets].sum(dim=1)
 
 
 def _result(head, model, records, best, best_state, lrs, keep_best, stackable, stopped, validation,
