@@ -418,9 +418,9 @@ def test_parquet_reads_only_the_text_and_label_columns(tmp_path, monkeypatch):
     train = GOOD_TRAIN.assign(embedding=[np.ones(1000)] * 4, text_id=range(4))
     write(tmp_path, train, GOOD_TEST)
     asked = []
-    real = pq.read_table
-    monkeypatch.setattr(pq, "read_table", lambda path, columns=None, **kw: asked.append(columns) or
-                        real(path, columns=columns, **kw))
+    real = pq.ParquetFile.read
+    monkeypatch.setattr(pq.ParquetFile, "read", lambda self, columns=None, **kw: asked.append(columns) or
+                        real(self, columns=columns, **kw))
     assert load(tmp_path).train.texts == GOOD_TRAIN.text.tolist()
     assert asked == [["text", "label"], ["text", "label"]]
 

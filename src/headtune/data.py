@@ -12,10 +12,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+import sys
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -26,6 +27,9 @@ from .errors import HeadtuneError, flag
 from .labels import describe_labels, encode_for_model, encode_labels, encode_multi, encode_single, holds_lists, \
     positive_id
 from .sampling import allocate, assign_folds, draw, hold_out, smallest_sample_keeping_classes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Split", "Splits", "load_splits", "load_split", "describe_labels", "encode_labels", "text_problem",
            "invalid_texts"]
@@ -178,8 +182,14 @@ def _pick(texts: pa.ChunkedArray | np.ndarray, index: np.ndarray) -> list[str]:
     if isinstance(texts, pa.ChunkedArray):
         if len(index) == len(texts) and np.array_equal(index, np.arange(len(texts))):
             return texts.to_pylist()  # the whole split: no copy first
-        return texts.take(pa.array(index, type=pa.int64())).to_pylist()
+        return texts.take(_arrow_index(index)).to_pylist()
     return texts[index].tolist()
+
+
+def _arrow_index(index: np.ndarray) -> pa.Array:
+    """Row numbers as an Arrow array over the same memory. (pa.array would import pandas, ~0.5 s of a warm run.)"""
+    index = np.ascontiguousarray(index, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(index), [None, pa.py_buffer(index)])
 
 
 # --------------------------------------------------------------------------- reading
@@ -289,7 +299,11 @@ def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
         if kind == "parquet":  # only the two columns: other columns can be large (e.g. embeddings)
             names = [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]  # pandas' index
             check_columns(names, split, source)
-            return from_arrow(pq.read_table(path, columns=[source.text_column, source.label_column]), split, source)
+            # ParquetFile.read, not read_table: the dataset machinery behind read_table imports pandas (~0.5 s)
+            with pq.ParquetFile(path) as file:
+                return from_arrow(file.read(columns=[source.text_column, source.label_column]), split, source)
+        import pandas as pd  # here, not above: it costs ~0.5 s of import, which Parquet data never needs
+
         if kind == "csv":
             # keep_default_na=False: the text "NA" is a review, not a missing value; only empty cells are missing.
             # dtype=str: a text such as "10" or "1e5" stays a text instead of becoming a number.
@@ -338,11 +352,23 @@ def from_arrow(table: pa.Table, split: str, source: DataSource) -> RawSplit:
         texts = texts.cast(texts.type.value_type)
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
         texts = _objects(texts.to_pandas())  # numbers, nulls, ...: refused below, one by one
-    # through pandas: categorical, nullable-integer and list labels come out as the CSV/JSON readers give them
-    return RawSplit(texts, table.column(source.label_column).to_pandas().to_numpy())
+    return RawSplit(texts, _label_values(table.column(source.label_column)))
+
+
+def _label_values(labels: pa.ChunkedArray) -> np.ndarray:
+    """Integer or string labels without nulls as Python values (what pandas gives too); anything else through
+    pandas, so categorical, nullable-integer and list labels come out as the CSV/JSON readers give them. (Arrow's
+    own to_numpy imports pandas, ~0.5 s a warm run need not pay.)"""
+    if labels.null_count == 0 and pa.types.is_integer(labels.type):
+        return np.array(labels.to_pylist(), dtype=np.int64)
+    if labels.null_count == 0 and (pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type)):
+        return _objects(labels)
+    return labels.to_pandas().to_numpy()
 
 
 def from_frame(frame: pd.DataFrame, split: str, source: DataSource) -> RawSplit:
+    import pandas as pd
+
     check_columns(list(frame.columns), split, source)
     texts = frame[source.text_column]
     if isinstance(texts.dtype, pd.StringDtype):  # pandas' Arrow-backed strings: no Python objects needed
@@ -356,7 +382,8 @@ def from_frame(frame: pd.DataFrame, split: str, source: DataSource) -> RawSplit:
 
 def _objects(values) -> np.ndarray:
     """A 1-D object array (np.asarray would make lists of equal length a 2-D array)."""
-    if isinstance(values, pd.Series):
+    pandas = sys.modules.get("pandas")  # a Series exists only where pandas was imported
+    if pandas is not None and isinstance(values, pandas.Series):
         return values.to_numpy(dtype=object)
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return _objects(values.to_pylist())
@@ -387,8 +414,9 @@ def text_problem(text) -> str | None:
 
 
 def _blank_or_null(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(pc.fill_null(pc.match_substring_regex(strings, BLANK), True).to_numpy(zero_copy_only=False),
-                      dtype=bool)
+    # a null text matches to null: "is not False". Python values, not Arrow's to_numpy or fill_null, which import
+    # pandas (~0.5 s a warm run need not pay); a list of bools costs milliseconds
+    return np.array([m is not False for m in pc.match_substring_regex(strings, BLANK).to_pylist()], dtype=bool)
 
 
 def invalid_texts(texts) -> np.ndarray:
@@ -409,6 +437,10 @@ def invalid_texts(texts) -> np.ndarray:
 
 def missing_labels(labels) -> np.ndarray:
     """Mask of null or NaN labels (an empty list of labels is not missing: a text may have none)."""
+    if isinstance(labels, np.ndarray) and labels.dtype.kind in "biu":  # integers cannot be missing
+        return np.zeros(len(labels), dtype=bool)
+    import pandas as pd  # isna: None, NaN, NaT and pandas' NA alike
+
     return np.asarray(pd.isna(labels if isinstance(labels, np.ndarray) else _objects(labels)), dtype=bool)
 
 
