@@ -346,7 +346,8 @@ def test_drop_invalid_and_truncation_are_reported(trained):
     assert metrics["data"]["truncated"] == {"train": trained["cut_train"], "test": trained["cut_test"]}
     log = trained["stderr"]
     assert "dropped 3 invalid rows from the train split" in log
-    assert (f"truncated to --max-length 16: {trained['cut_train']} of 27 train texts, "
+    assert (f"truncated to --max-length 16, keeping each text's start (--truncation-side right): "
+            f"{trained['cut_train']} of 27 train texts, "
             f"{trained['cut_test']} of 12 test texts") in log
     assert "Traceback" not in log
 

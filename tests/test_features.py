@@ -1,6 +1,7 @@
 """features: token-budget batch plans, padding, truncation flags, and the one backbone pass."""
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -106,6 +107,18 @@ def test_tokenize_flags_exactly_the_texts_that_were_cut(tokenizer):
     assert tok.truncated.tolist() == [False, True, False, True]
     assert tok.ids[0] == tok.ids[1]  # the cut text keeps its first tokens, ending in [SEP]
     assert tok.ids[0][0] == tokenizer.cls_token_id and tok.ids[0][-1] == tokenizer.sep_token_id
+
+
+def test_tokenize_cuts_the_side_the_tokenizer_is_set_to(tokenizer):
+    left = copy.deepcopy(tokenizer)  # the session's tokenizer stays as loaded
+    left.truncation_side = "left"
+    n, texts = 6, ["one two three four five six seven", "great film"]
+    cut, kept = tokenize(left, texts, max_length=n), tokenize(tokenizer, texts, max_length=n)
+    whole = tokenizer(texts[0])["input_ids"]  # [CLS] one ... seven [SEP]
+    assert cut.ids[0] == [tokenizer.cls_token_id, *whole[-(n - 1):]]  # the last 4 words
+    assert kept.ids[0] == [*whole[:n - 1], tokenizer.sep_token_id]  # the first 4 words
+    assert cut.ids[1] == kept.ids[1] == tokenizer(texts[1])["input_ids"]
+    assert cut.truncated.tolist() == kept.truncated.tolist() == [True, False]
 
 
 class _NoEncodings:

@@ -200,8 +200,8 @@ def test_truncated_rows_are_marked_and_counted_in_one_warning(trained_at_8, toke
     folder, model = trained_at_8
     texts = [LONG, "dull mess"]
     rows, err = predicted(["--model", folder, *texts], capsys)
-    assert err == 'headtune: 1 of 2 texts were longer than 8 tokens and were truncated to them ' \
-                  '(marked "truncated": true)\n'
+    assert err == 'headtune: 1 of 2 texts were longer than 8 tokens and were truncated to them, keeping their start ' \
+                  'as in training (marked "truncated": true)\n'
     assert list(rows[0]) == ["text", "neg_prob", "pos_prob", "label", "truncated"] and rows[0]["truncated"] is True
     assert list(rows[1]) == ["text", "neg_prob", "pos_prob", "label"]
     # classified from its first 8 tokens ([CLS] + 6 words + [SEP])
@@ -222,7 +222,8 @@ def test_the_api_warns_through_logging(trained_at_8, caplog):
     headtune.predict([LONG, LONG, "short"], model=folder, device="cpu")
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert [r.getMessage() for r in warnings] == [
-        '2 of 3 texts were longer than 8 tokens and were truncated to them (marked "truncated": true)']
+        '2 of 3 texts were longer than 8 tokens and were truncated to them, keeping their start as in training '
+        '(marked "truncated": true)']
 
 
 def test_default_max_length_is_headtune_json_else_the_models_limit(trained_at_8, tmp_path, capsys):

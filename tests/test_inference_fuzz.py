@@ -148,7 +148,7 @@ def assert_predicted_or_one_line_error(code: int, out: str, err: str, texts: lis
         cut = sum("truncated" in row for row in rows)
         # stderr: nothing, or the one truncation line counting the rows marked "truncated"
         assert err == (f"headtune: {cut} of {len(rows)} texts were longer than 32 tokens and were truncated to "
-                       f'them (marked "truncated": true)\n' if cut else "")
+                       f'them, keeping their start as in training (marked "truncated": true)\n' if cut else "")
     else:
         assert code == 2, err
         assert out == ""

@@ -16,6 +16,7 @@ from sklearn.metrics import f1_score
 from transformers import AutoModel, AutoModelForSequenceClassification, ConvBertConfig, pipeline
 
 import headtune
+from conftest import FILLER, NEGATIVE, POSITIVE
 from headtune.errors import HeadtuneError
 
 MAX_LENGTH = 32
@@ -545,8 +546,9 @@ def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models
     assert (result["threshold"], every["threshold"]) == (metrics["threshold"], 0.0)  # the threshold applied
 
 
-def test_a_warm_run_imports_neither_transformers_nor_scikit_learn(sentence_model, sentiment_dir, tmp_path):
-    """Features and body cached: the run needs no model, no tokenizer, no transformers (~3 s of import)."""
+def test_a_warm_run_imports_neither_transformers_nor_scikit_learn_nor_pandas(sentence_model, sentiment_dir, tmp_path):
+    """Features and body cached: the run needs no model, no tokenizer, no transformers (~3 s of import), and reads
+    Parquet without pandas (~0.5 s)."""
     import subprocess
     import sys
 
@@ -556,7 +558,7 @@ def test_a_warm_run_imports_neither_transformers_nor_scikit_learn(sentence_model
     code = ("import json, sys, headtune; settings = json.loads(sys.argv[1]); "
             "m = headtune.train(output_dir=sys.argv[2], **settings); "
             "print(json.dumps([m['environment']['model_loaded'], "
-            "[name for name in ('transformers', 'sklearn', 'datasets', 'headtune.pooled_model') if name in sys.modules]]))")
+            "[name for name in ('transformers', 'sklearn', 'datasets', 'pandas', 'headtune.pooled_model') if name in sys.modules]]))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(settings), str(tmp_path / "warm")],
                           capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
                                                                            "HF_HUB_OFFLINE": "1"})
@@ -564,3 +566,49 @@ def test_a_warm_run_imports_neither_transformers_nor_scikit_learn(sentence_model
     assert json.loads(done.stdout.splitlines()[-1]) == [False, []]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "modeling_headtune.py", "README.md"):
         assert (tmp_path / "warm" / "model" / name).read_bytes() == (tmp_path / "cold" / "model" / name).read_bytes()
+
+
+def ending_dir(folder: Path) -> Path:
+    """Sentiment texts whose 2 class words come after 40 neutral ones: cut to MAX_LENGTH (32) tokens, the start of
+    a text says nothing about its label and the end says everything."""
+    def frame(n, seed):
+        rng = random.Random(seed)
+        return pd.DataFrame([(" ".join(rng.choices(FILLER, k=40) + rng.choices(POSITIVE if i % 2 else NEGATIVE, k=2)),
+                              i % 2) for i in range(n)], columns=["text", "label"])
+
+    folder.mkdir()
+    frame(300, 1).to_parquet(folder / "train.parquet")
+    frame(200, 2).to_parquet(folder / "test.parquet")
+    return folder
+
+
+def test_truncation_side_left_keeps_each_texts_end_in_training_predict_evaluate_and_pipeline(tiny_models, tmp_path):
+    data = ending_dir(tmp_path / "ending")
+    settings = dict(pooling="mean", epochs=4)
+    right = train(tmp_path, data, tiny_models["distilbert"], output_dir=str(tmp_path / "right"), **settings)
+    # the model's body is cached now, its tokenizer files as the right-side run saved them
+    left = train(tmp_path, data, tiny_models["distilbert"], output_dir=str(tmp_path / "left"),
+                 truncation_side="left", **settings)
+    assert right["data"]["truncated"] == left["data"]["truncated"] == {"train": 300, "test": 200}
+    assert left["backbone_pass"]["train"]["cached_shards"] == 0  # the right side's features are not the left's
+    assert right["after"]["accuracy"] <= 0.6 and left["after"]["accuracy"] >= 0.65  # only the end has the label
+    assert left["config"]["model"]["truncation_side"] == "left"
+
+    model_dir = tmp_path / "left" / "model"
+    assert json.loads((model_dir / "tokenizer_config.json").read_text())["truncation_side"] == "left"
+    assert "keeping their end" in (model_dir / "README.md").read_text()
+    texts = pd.read_parquet(data / "test.parquet")["text"].tolist()[:6]
+    ours = headtune.predict(texts, model=str(model_dir), device="cpu")
+    assert all(row["truncated"] is True for row in ours)
+    rows = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu",
+                    trust_remote_code=True)(texts, truncation=True, max_length=MAX_LENGTH)
+    for pred, scores in zip(ours, rows):
+        by_label = {s["label"]: s["score"] for s in scores}
+        assert by_label["pos"] == pytest.approx(pred["pos_prob"], abs=1e-5)
+    end_only = [" ".join(text.split()[-(MAX_LENGTH - 2):]) for text in texts]  # what the left side keeps
+    assert [r["pos_prob"] for r in headtune.predict(end_only, model=str(model_dir), device="cpu")] == \
+        pytest.approx([r["pos_prob"] for r in ours], abs=1e-6)
+
+    result = headtune.evaluate(model=str(model_dir), dataset=str(data), device="cpu",
+                               cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "evaluated"))
+    assert result["features"] == "cache" and result["accuracy"] == left["after"]["accuracy"]

@@ -33,6 +33,7 @@ from .modeling import ConfigView
 
 BODY_FILE = "body.safetensors"
 TOKENIZER_FILE = "tokenizer.safetensors"  # the tokenizer's saved files, as bytes
+TOKENIZER_CONFIG = "tokenizer_config.json"  # written by every tokenizer's save_pretrained
 MODELING_FILE = "modeling_headtune.py"
 POOLED_CLASS = "HeadtunePooledForSequenceClassification"
 AUTO_MAP = {"AutoConfig": "modeling_headtune.HeadtunePooledConfig",
@@ -154,9 +155,10 @@ def pooled_state(body: Body, plan: HeadPlan) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, body: Body, head: nn.Module, plan: HeadPlan, label_names: list[str],
-                    problem_type: str) -> None:
+                    problem_type: str, truncation_side: str) -> None:
     """Write body + trained head + config + tokenizer as a checkpoint folder (ordinary or pooled); from the
-    body alone, so the same files come out whether or not this run loaded the model."""
+    body alone, so the same files come out whether or not this run loaded the model. The tokenizer cuts
+    `truncation_side` off too-long texts, as this run's did."""
     folder.mkdir(parents=True, exist_ok=True)
     head_state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
     if plan.reading.own_head:
@@ -175,7 +177,16 @@ def save_checkpoint(folder: Path, body: Body, head: nn.Module, plan: HeadPlan, l
     # as transformers writes config.json (PreTrainedConfig.to_json_file)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for name, data in body.tokenizer_files.items():
-        (folder / name).write_bytes(data)
+        (folder / name).write_bytes(with_truncation_side(data, truncation_side) if name == TOKENIZER_CONFIG else data)
+
+
+def with_truncation_side(tokenizer_config: bytes, side: str) -> bytes:
+    """tokenizer_config.json with `truncation_side` set. The body is cached per model, not per run, so its
+    tokenizer files hold the side of whichever run stored it; each run's checkpoint records its own."""
+    values = json.loads(tokenizer_config)
+    values["truncation_side"] = side
+    # as transformers writes it (PreTrainedTokenizerBase.save_pretrained): unchanged bytes for an unchanged side
+    return (json.dumps(values, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:

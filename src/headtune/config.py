@@ -25,6 +25,7 @@ DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cu
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
 POOLINGS = ("auto", "native", "cls", "mean")  # see architectures.Reading
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+TRUNCATION_SIDES = ("right", "left")  # transformers' names: which end of a too-long text is cut off
 LR_SCHEDULES = ("linear", "constant")  # see training.lr_factor
 KEEP = ("best", "last")
 CLASS_WEIGHTS = ("none", "balanced")
@@ -233,6 +234,10 @@ class ModelConfig:
         "Hugging Face Hub model name or a local model folder (config, tokenizer, safetensors weights)."))
     revision: str | None = field(default=None, metadata=_help("Hub revision (branch, tag or commit) of --model."))
     max_length: int = field(default=512, metadata=_help("Truncate texts to this many tokens."))
+    truncation_side: str = field(default="right", metadata=_help(
+        "Which end of a text longer than --max-length is cut off: right keeps its start (transformers' default), "
+        "left keeps its end (reviews put their verdict last: see the README). Saved with the tokenizer, so "
+        "pipeline and predict cut texts the same way.", choices=list(TRUNCATION_SIDES)))
     pooling: str = field(default="auto", metadata=_help(
         "What the head reads: native (the input of the architecture's own head), cls (the first token's last "
         "hidden state), mean (the mean of the last hidden states over the real tokens), or auto (the model's "
@@ -255,6 +260,7 @@ class ModelConfig:
         self.model = _path("model", self.model)
         _positive("max_length", self.max_length)
         _choice("pooling", self.pooling, POOLINGS)
+        _choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
         _check_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
 

@@ -22,7 +22,7 @@ from .architectures import HeadPlan, backbone_features, family_of
 from .calibration import DEFAULT_THRESHOLD
 from .config import EvaluateRun
 from .data import load_split
-from .features import cached_features, extract_features, resolve_device
+from .features import cached_features, extract_features, features_identity, resolve_device
 from .inference import is_multi_label, label_names, resolve_threshold, score_texts
 from .modeling import check_max_length, file_sha256, max_positions
 from . import atomic
@@ -101,7 +101,9 @@ def _probabilities_from_features(model, tokenizer, settings: dict, folder: Path,
         return None, None
     dtype = None if source["dtype"] == str(torch.float32) else getattr(torch, source["dtype"].split(".")[-1])
     features_cfg = replace(run.features, shard_size=source["shard_size"])
-    lookup = dict(max_length=max_length, cfg=features_cfg, identity=source["identity"], dtype=dtype)
+    # the side the folder's tokenizer cuts, as this pass will: its features are the training run's only if it agrees
+    lookup = dict(max_length=max_length, cfg=features_cfg, dtype=dtype,
+                  identity=features_identity(source["identity"], tokenizer.truncation_side))
     found = cached_features(plan.point, texts, device=device, **lookup)
     how = "cache"
     if found is None and dtype is torch.qint8:  # int8 features come from a quantized backbone, not this folder's

@@ -171,6 +171,13 @@ def feature_key_parts(identity: dict, point: str, max_length: int, dtype: torch.
             "texts": texts_digest(texts), "n": len(texts), "shard_size": shard_size}
 
 
+def features_identity(identity: dict, truncation_side: str) -> dict:
+    """The model's identity (modeling.identity) and which end its tokenizer cuts off a too-long text: what a
+    text's features depend on besides the text, the pooling and the length. The model's body (the checkpoint
+    without its head) depends on the identity alone."""
+    return {**identity, "truncation_side": truncation_side}
+
+
 # (input_ids, attention_mask) on the model's device -> the tensor the head reads, one row per text
 Reader = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

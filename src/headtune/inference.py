@@ -59,7 +59,7 @@ def predict(texts, model=PredictConfig.model, **settings) -> list[dict]:
     threshold = resolve_threshold(cfg.threshold, saved, multi_label)
     max_length = _max_length(cfg.max_length, clf, tokenizer, saved)
     scores = score_texts(clf, tokenizer, texts, max_length, cfg.batch_size, multi_label)
-    _warn_truncated(scores.truncated, max_length)
+    _warn_truncated(scores.truncated, max_length, tokenizer.truncation_side)
     names = label_names(clf.config)
     rows = []
     for text, probs, cut in zip(texts, scores.probs, scores.truncated):
@@ -119,11 +119,12 @@ def _max_length(asked: int | None, model, tokenizer, saved: dict) -> int:
     return min(saved.get("max_length") or limit, limit)
 
 
-def _warn_truncated(truncated: np.ndarray, max_length: int) -> None:
+def _warn_truncated(truncated: np.ndarray, max_length: int, side: str) -> None:
     cut = int(truncated.sum())
     if cut:
-        log.warning('%d of %d texts were longer than %d tokens and were truncated to them (marked "truncated": true)',
-                    cut, len(truncated), max_length)
+        log.warning('%d of %d texts were longer than %d tokens and were truncated to them, keeping their %s as in '
+                    'training (marked "truncated": true)', cut, len(truncated), max_length,
+                    "end" if side == "left" else "start")
 
 
 def label_names(config) -> list[str]:

@@ -86,6 +86,7 @@ def load_tokenizer(name: str, cfg: ModelConfig):
     if len(vocab) <= len(set(tokenizer.all_special_tokens)):  # an empty tokenizer: every word would be [UNK]
         raise HeadtuneError(f"the tokenizer of '{name}' has no vocabulary (only special tokens); save the model's "
                             f"tokenizer into the folder with tokenizer.save_pretrained(...)")
+    tokenizer.truncation_side = cfg.truncation_side  # every call cuts this end; save_pretrained records it
     return tokenizer
 
 

@@ -25,7 +25,8 @@ from .checkpoint import Body, body_cache, body_of, own_head_keys, save_body, sav
 from .config import RunConfig
 from .data import Splits
 from .errors import HeadtuneError
-from .features import PassStats, cached_features, extract_features, fill_cache, missing_shards, tokenize
+from .features import PassStats, cached_features, extract_features, features_identity, fill_cache, missing_shards, \
+    tokenize
 from .modeling import (ConfigView, LoadedModel, ModelSource, fallback_head, load_for_training, max_positions,
                        quantize_backbone, unfreeze)
 from .training import CachedInputs, FullModelInputs, Inputs
@@ -102,7 +103,8 @@ def fill_cache_part(cfg: RunConfig, splits: Splits, source: ModelSource, body: B
     if something is missing. Needs the cache: the features are left there, for prepare_cached to read."""
     plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
     texts = split_texts(splits)
-    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, identity=source.identity(), dtype=dtype)
+    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, dtype=dtype,
+                  identity=features_identity(source.identity(), cfg.model.truncation_side))
     missing = {name: missing_shards(plan.point, split, device=device, shards=shards, **lookup)
                for name, split in texts.items()}
     tokenizer = reader = loaded = None
@@ -130,7 +132,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     when the body or some features are missing. `filled`: what fill_cache_part did beforehand (its parts
     combined), reported as the backbone pass."""
     plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
-    ident = source.identity()
+    ident = features_identity(source.identity(), cfg.model.truncation_side)
     texts = split_texts(splits)
     lookup = dict(device=device, max_length=cfg.model.max_length, cfg=cfg.features, identity=ident, dtype=dtype)
     found = {name: cached_features(plan.point, split, **lookup) for name, split in texts.items()}
@@ -144,7 +146,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
                             _lacking(cfg, lacking))
                 found, no_cache = dict.fromkeys(found), True
             elif not no_cache:
-                save_body(body_cache(cfg.features, ident), body)
+                save_body(body_cache(cfg.features, source.identity()), body)
         if dtype is torch.qint8:  # after the body was taken: the saved model keeps its fp32 weights
             quantize_backbone(loaded.model)
     clock["model"] = time.perf_counter()
@@ -179,7 +181,8 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
         {"trainable": trainable, "frozen": frozen, "head_modules": head.paths, "cached_features": True,
          "feature_point": plan.point, "family": family.name},
         True,
-        lambda folder, trained: save_checkpoint(folder, body, trained, plan, splits.label_names, problem_type(splits)),
+        lambda folder, trained: save_checkpoint(folder, body, trained, plan, splits.label_names, problem_type(splits),
+                                                cfg.model.truncation_side),
         model_loaded, "ordinary" if reading.own_head else "trust_remote_code", cache_key_parts)
 
 

@@ -22,7 +22,7 @@ import torch
 from . import __version__, distributed, pooling
 from .architectures import family_of
 from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
-from .config import RunConfig
+from .config import ModelConfig, RunConfig
 from .crossval import train_on_folds
 from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
@@ -166,7 +166,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
     out = write_artifacts(cfg.output.output_dir, save_model, metrics, charts_for(metrics), title, cfg.output.overwrite)
     metrics["timings_s"]["total_with_save"] = round(time.perf_counter() - clock["start"], 3)
-    _summary(metrics, out, cfg.model.max_length)
+    _summary(metrics, out, cfg.model)
     return metrics
 
 
@@ -342,7 +342,7 @@ def _timings(clock: dict) -> dict:
     return out
 
 
-def _summary(metrics: dict, out, max_length: int) -> None:
+def _summary(metrics: dict, out, model: ModelConfig) -> None:
     b, a = metrics["before"], metrics["after"]
     names = metrics["metric_names"]
     log.info("test %s %.4f -> %.4f, %s %.4f -> %.4f (untrained -> saved head: epoch %d, lr %g)", names["accuracy"],
@@ -361,7 +361,8 @@ def _summary(metrics: dict, out, max_length: int) -> None:
                  calibration["ece_before"], calibration["ece_after"])
     cut = metrics["data"]["truncated"]
     if any(cut.values()):
-        log.info("truncated to --max-length %d: %s", max_length,
+        log.info("truncated to --max-length %d, keeping each text's %s (--truncation-side %s): %s", model.max_length,
+                 "end" if model.truncation_side == "left" else "start", model.truncation_side,
                  ", ".join(f"{n} of {metrics['data'][name]:,} {name} texts" for name, n in cut.items()))
     log.info("saved model/, metrics.json and images/ to %s in %.1fs", out, metrics["timings_s"]["total_with_save"])
     if metrics["loading"] == "ordinary":
