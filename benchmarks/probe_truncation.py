@@ -1,12 +1,12 @@
 """Which 256 tokens of an IMDb review a linear reader of MiniLM's mean-pooled vectors does best with.
 
-headtune, like transformers' tokenizers and sentence-transformers, keeps a long text's first --max-length tokens.
+headtune (by default), like transformers' tokenizers and sentence-transformers, keeps a long text's first --max-length tokens.
 Reviews often state their verdict at the end. This probe encodes the IMDb small run (the 4,000 / 2,000 texts
 `headtune train --small-run` draws) three ways at 256 tokens (the first 254 word pieces, the last 254, and the
 first 64 + last 190, each between [CLS] and [SEP]), mean-pools the last hidden states over the real tokens as the
 model's sentence-transformers configuration says, and fits scikit-learn `LogisticRegression` (C = 0.3, 1, 3) on
-the 4,000 training vectors. It asks what the features hold, not what headtune does: headtune has no option for
-the end of a text (a tokenizer's truncation side) yet.
+the 4,000 training vectors. It asks what the features hold, not what headtune does (for that, with
+`--truncation-side left`: bench_truncation.py).
 
     python benchmarks/probe_truncation.py          # ~10 min on a 2-core CPU
 
