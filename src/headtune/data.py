@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
-
-import sys
 
 import numpy as np
 import pyarrow as pa
