@@ -88,7 +88,7 @@ def test_cached_features_give_the_saved_checkpoints_logits(model_type, pooling, 
             p.normal_(0, 0.5)
     head.eval()
     assert set(head.state_dict()) == plan.head_keys(model.config, len(LABELS))
-    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification", "right")
+    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification", MAX_LENGTH, "right")
 
     saved = _saved_model(tmp_path / "model", reading.own_head)
     enc = tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
@@ -137,7 +137,7 @@ def test_saved_folder_loads_in_pipeline_with_the_heads_probabilities(model_type,
             final_linear(head).weight.normal_(0, 2.0)
         head.eval()
         out = tmp_path / pooling
-        save_checkpoint(out, body, head, plan, LABELS, "single_label_classification", "right")
+        save_checkpoint(out, body, head, plan, LABELS, "single_label_classification", MAX_LENGTH, "right")
         expected = torch.softmax(head(_features(loaded.model, plan, tokenizer, cfg)), -1)
         classify = pipeline("text-classification", model=str(out), top_k=None, device="cpu",
                             trust_remote_code=not reading.own_head)
@@ -168,7 +168,7 @@ def test_train_pretrained_head_starts_from_the_pretrained_weights(family, pretra
         head.get_submodule(plan.parts(loaded.model.config, 3)[0][0][0]).apply(
             lambda m: m.weight.add_(0.1) if isinstance(m, nn.Linear) else None)  # training moved it
     head.eval()
-    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification", "right")
+    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification", MAX_LENGTH, "right")
     saved = _saved_model(tmp_path / "model", True)
     enc = tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
     with torch.no_grad():

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from conftest import Backbone
-from headtune.checkpoint import BODY_FILE, body_cache, load_body, save_body, save_checkpoint, with_truncation_side
+from headtune.checkpoint import BODY_FILE, body_cache, load_body, save_body, save_checkpoint, tokenizer_config_of_run
 from headtune.config import FeatureConfig
 
 LABELS = ["bad", "good", "meh"]
@@ -34,12 +34,13 @@ def test_ordinary_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, t
     head = random_head(loaded)
     ours = tmp_path / "ours"
     body = loaded.body()
-    save_checkpoint(ours, body, head, loaded.plan, LABELS, "single_label_classification", "right")
+    save_checkpoint(ours, body, head, loaded.plan, LABELS, "single_label_classification", 32, "right")
 
     reference = tmp_path / "reference"  # the model with the trained head copied in, saved by transformers
     loaded.model.load_state_dict(head.state_dict(), strict=False)
     loaded.model.config.problem_type = "single_label_classification"
     loaded.model.save_pretrained(reference)
+    loaded.tokenizer.model_max_length = 32  # the run's length, as the checkpoint's tokenizer records it
     loaded.tokenizer.save_pretrained(reference)
 
     assert sorted(p.name for p in ours.iterdir()) == sorted(p.name for p in reference.iterdir())
@@ -48,11 +49,11 @@ def test_ordinary_checkpoint_is_what_save_pretrained_writes(arch, tiny_models, t
     for key in theirs:
         assert mine[key].dtype == theirs[key].dtype and torch.equal(mine[key], theirs[key]), key
     assert json.loads((ours / "config.json").read_text()) == json.loads((reference / "config.json").read_text())
-    # the tokenizer's config as transformers writes it, byte for byte, for either truncation side
+    # the tokenizer's config as transformers writes it, byte for byte, with the run's length and either side
     assert (ours / "tokenizer_config.json").read_bytes() == (reference / "tokenizer_config.json").read_bytes()
     loaded.tokenizer.truncation_side = "left"
     loaded.tokenizer.save_pretrained(reference)
-    left = with_truncation_side(body.tokenizer_files["tokenizer_config.json"], "left")
+    left = tokenizer_config_of_run(body.tokenizer_files["tokenizer_config.json"], 32, "left")
     assert left == (reference / "tokenizer_config.json").read_bytes() != (ours / "tokenizer_config.json").read_bytes()
 
     model, info = AutoModelForSequenceClassification.from_pretrained(ours, output_loading_info=True)
@@ -66,7 +67,8 @@ def test_pooled_checkpoint_loads_with_no_missing_or_unexpected_weights(tiny_mode
     loaded = load(tiny_models["bert"], pooling="mean")
     assert not loaded.reading.own_head
     body = loaded.body()
-    save_checkpoint(tmp_path / "m", body, random_head(loaded), loaded.plan, LABELS, "single_label_classification", "right")
+    save_checkpoint(tmp_path / "m", body, random_head(loaded), loaded.plan, LABELS, "single_label_classification",
+                    32, "right")
     model, info = HeadtunePooledForSequenceClassification.from_pretrained(tmp_path / "m", output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     written = load_file(tmp_path / "m" / "model.safetensors")

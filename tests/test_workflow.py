@@ -600,8 +600,10 @@ def test_truncation_side_left_keeps_each_texts_end_in_training_predict_evaluate_
     texts = pd.read_parquet(data / "test.parquet")["text"].tolist()[:6]
     ours = headtune.predict(texts, model=str(model_dir), device="cpu")
     assert all(row["truncated"] is True for row in ours)
+    # the saved tokenizer cuts as training did: from the left, to the run's --max-length (its model_max_length)
+    assert json.loads((model_dir / "tokenizer_config.json").read_text())["model_max_length"] == MAX_LENGTH
     rows = pipeline("text-classification", model=str(model_dir), top_k=None, device="cpu",
-                    trust_remote_code=True)(texts, truncation=True, max_length=MAX_LENGTH)
+                    trust_remote_code=True)(texts, truncation=True)
     for pred, scores in zip(ours, rows):
         by_label = {s["label"]: s["score"] for s in scores}
         assert by_label["pos"] == pytest.approx(pred["pos_prob"], abs=1e-5)

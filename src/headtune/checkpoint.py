@@ -155,10 +155,10 @@ def pooled_state(body: Body, plan: HeadPlan) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(folder: Path, body: Body, head: nn.Module, plan: HeadPlan, label_names: list[str],
-                    problem_type: str, truncation_side: str) -> None:
+                    problem_type: str, max_length: int, truncation_side: str) -> None:
     """Write body + trained head + config + tokenizer as a checkpoint folder (ordinary or pooled); from the
-    body alone, so the same files come out whether or not this run loaded the model. The tokenizer cuts
-    `truncation_side` off too-long texts, as this run's did."""
+    body alone, so the same files come out whether or not this run loaded the model. The tokenizer cuts texts
+    to `max_length` tokens from `truncation_side`, as this run's did (see tokenizer_config_of_run)."""
     folder.mkdir(parents=True, exist_ok=True)
     head_state = {k: v.detach().cpu() for k, v in head.state_dict().items()}
     if plan.reading.own_head:
@@ -177,14 +177,17 @@ def save_checkpoint(folder: Path, body: Body, head: nn.Module, plan: HeadPlan, l
     # as transformers writes config.json (PreTrainedConfig.to_json_file)
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for name, data in body.tokenizer_files.items():
-        (folder / name).write_bytes(with_truncation_side(data, truncation_side) if name == TOKENIZER_CONFIG else data)
+        if name == TOKENIZER_CONFIG:
+            data = tokenizer_config_of_run(data, max_length, truncation_side)
+        (folder / name).write_bytes(data)
 
 
-def with_truncation_side(tokenizer_config: bytes, side: str) -> bytes:
-    """tokenizer_config.json with `truncation_side` set. The body is cached per model, not per run, so its
-    tokenizer files hold the side of whichever run stored it; each run's checkpoint records its own."""
+def tokenizer_config_of_run(tokenizer_config: bytes, max_length: int, side: str) -> bytes:
+    """tokenizer_config.json cutting texts as the run did: `model_max_length` is the run's --max-length (what
+    `pipeline(..., truncation=True)` cuts to when given no max_length) and `truncation_side` its side. The body
+    is cached per model, not per run: its tokenizer files hold the settings of whichever run stored it."""
     values = json.loads(tokenizer_config)
-    values["truncation_side"] = side
+    values["model_max_length"], values["truncation_side"] = max_length, side
     # as transformers writes it (PreTrainedTokenizerBase.save_pretrained): unchanged bytes for an unchanged side
     return (json.dumps(values, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 

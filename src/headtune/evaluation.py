@@ -23,8 +23,8 @@ from .calibration import DEFAULT_THRESHOLD
 from .config import EvaluateRun
 from .data import load_split
 from .features import cached_features, extract_features, features_identity, resolve_device
-from .inference import is_multi_label, label_names, resolve_threshold, score_texts
-from .modeling import check_max_length, file_sha256, max_positions
+from .inference import is_multi_label, label_names, max_length_for, resolve_threshold, score_texts
+from .modeling import file_sha256
 from . import atomic
 from .report import check_output_dir, draw_charts, evaluation_charts
 from .saved import encoder_config, load_classifier
@@ -49,9 +49,7 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     multi_label = is_multi_label(model.config, settings)
     split = load_split(source, cfg.split, {name: i for i, name in enumerate(names)}, multi_label, cfg.size,
                        cfg.sample_seed)
-    limit = max_positions(encoder_config(model.config), tokenizer)
-    max_length = cfg.max_length or min(settings.get("max_length") or limit, limit)
-    check_max_length(max_length, limit)
+    max_length = max_length_for(cfg.max_length, model, tokenizer, settings)
 
     probs, how = _probabilities_from_features(model, tokenizer, settings, folder, split.texts, max_length, run, device)
     if probs is None:

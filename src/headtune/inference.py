@@ -57,7 +57,7 @@ def predict(texts, model=PredictConfig.model, **settings) -> list[dict]:
     clf, tokenizer, saved = load_classifier(cfg.model, resolve_device(cfg.device), cfg.allow_pickle)
     multi_label = is_multi_label(clf.config, saved)
     threshold = resolve_threshold(cfg.threshold, saved, multi_label)
-    max_length = _max_length(cfg.max_length, clf, tokenizer, saved)
+    max_length = max_length_for(cfg.max_length, clf, tokenizer, saved)
     scores = score_texts(clf, tokenizer, texts, max_length, cfg.batch_size, multi_label)
     _warn_truncated(scores.truncated, max_length, tokenizer.truncation_side)
     names = label_names(clf.config)
@@ -110,13 +110,16 @@ def resolve_threshold(asked: float | None, saved: dict, multi_label: bool) -> fl
     return DEFAULT_THRESHOLD
 
 
-def _max_length(asked: int | None, model, tokenizer, saved: dict) -> int:
-    limit = max_positions(encoder_config(model.config), tokenizer)
+def max_length_for(asked: int | None, model, tokenizer, saved: dict) -> int:
+    """The length a saved classifier reads texts at: `asked` (up to what its encoder's positions take), else the
+    length the head was trained with (its features never saw tokens beyond it: headtune.json, and the tokenizer's
+    model_max_length, which headtune writes as that length), else the model's limit."""
+    config = encoder_config(model.config)
     if asked is not None:
-        check_max_length(asked, limit)
+        check_max_length(asked, max_positions(config, None))
         return asked
-    # the length the head was trained with: its features never saw tokens beyond it
-    return min(saved.get("max_length") or limit, limit)
+    limit = max_positions(config, tokenizer)
+    return min(saved.get("max_length") or limit, max_positions(config, None))
 
 
 def _warn_truncated(truncated: np.ndarray, max_length: int, side: str) -> None:

@@ -182,7 +182,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
          "feature_point": plan.point, "family": family.name},
         True,
         lambda folder, trained: save_checkpoint(folder, body, trained, plan, splits.label_names, problem_type(splits),
-                                                cfg.model.truncation_side),
+                                                cfg.model.max_length, cfg.model.truncation_side),
         model_loaded, "ordinary" if reading.own_head else "trust_remote_code", cache_key_parts)
 
 
@@ -209,6 +209,7 @@ def prepare_full_model(cfg: RunConfig, splits: Splits, source: ModelSource, devi
 
     def save(folder: Path, trained: nn.Module) -> None:  # `trained` is the model's own head, trained in place
         model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.model_max_length = cfg.model.max_length  # as save_checkpoint records it; the training is done
         save_tokenizer(tokenizer, folder)
 
     return Prepared(nn.ModuleDict({name: getattr(model, name) for name in modules}), inputs, passes,
