@@ -188,7 +188,7 @@ def tokenizer_config_of_run(tokenizer_config: bytes, max_length: int, side: str)
     is cached per model, not per run: its tokenizer files hold the settings of whichever run stored it."""
     values = json.loads(tokenizer_config)
     values["model_max_length"], values["truncation_side"] = max_length, side
-    # as transformers writes it (PreTrainedTokenizerBase.save_pretrained): unchanged bytes for an unchanged side
+    # as transformers writes it (PreTrainedTokenizerBase.save_pretrained): unchanged settings, unchanged bytes
     return (json.dumps(values, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 

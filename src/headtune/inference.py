@@ -115,11 +115,11 @@ def max_length_for(asked: int | None, model, tokenizer, saved: dict) -> int:
     length the head was trained with (its features never saw tokens beyond it: headtune.json, and the tokenizer's
     model_max_length, which headtune writes as that length), else the model's limit."""
     config = encoder_config(model.config)
+    positions = max_positions(config, None)  # the encoder's own limit, whatever the tokenizer records
     if asked is not None:
-        check_max_length(asked, max_positions(config, None))
+        check_max_length(asked, positions)
         return asked
-    limit = max_positions(config, tokenizer)
-    return min(saved.get("max_length") or limit, max_positions(config, None))
+    return min(saved.get("max_length") or max_positions(config, tokenizer), positions)
 
 
 def _warn_truncated(truncated: np.ndarray, max_length: int, side: str) -> None:
