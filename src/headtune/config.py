@@ -26,6 +26,7 @@ PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can
 POOLINGS = ("auto", "native", "cls", "mean")  # see architectures.Reading
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TRUNCATION_SIDES = ("right", "left")  # transformers' names: which end of a too-long text is cut off
+KEPT_END = {"right": "start", "left": "end"}  # what of a too-long text each side keeps, for messages
 LR_SCHEDULES = ("linear", "constant")  # see training.lr_factor
 KEEP = ("best", "last")
 CLASS_WEIGHTS = ("none", "balanced")

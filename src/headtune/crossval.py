@@ -30,8 +30,8 @@ import torch
 from .config import TrainConfig
 from .features import progress
 from .optim import AdamW
-from .training import (Labelled, Patience, Task, TrainResult, better, copy_losses, leading, lr_factor,
-                       no_denormals, selection_metric, stack, threads_for, train_head)
+from .training import (Labelled, Patience, Task, TrainResult, best_copy, better, copy_losses, leading, lr_factor,
+                       no_denormals, selection_metric, selection_name, stack, threads_for, train_head)
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,17 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
     rows_per_epoch = min(len(o) for o in outside)
     targets = torch.as_tensor(labels, device=device)
     targets = targets.float() if task.multi_label else targets.long()
+    longest = max(len(i) for i in inside)  # each fold's rows, the shorter ones padded by repeating theirs
+    padded = torch.as_tensor(np.stack([np.resize(i, longest) for i in inside]), device=device)  # (k, longest)
 
     def held_out_logits() -> torch.Tensor:
         """(rates, rows, labels): every row's logits from the copies of its own fold, dropout off."""
         model.eval()
-        m = max(len(i) for i in inside)
-        padded = torch.as_tensor(np.stack([np.resize(i, m) for i in inside]), device=device)  # (k, m)
         out = torch.empty(r, len(labels), task.num_labels)
         chunk = max(1, EVAL_COPY_ROWS // (k * r))
         with torch.inference_mode():
-            parts = [model(features[padded[:, s:s + chunk]]).float().cpu() for s in range(0, m, chunk)]
-        logits = torch.cat(parts, dim=1).view(k, r, m, -1)
+            parts = [model(features[padded[:, s:s + chunk]]).float().cpu() for s in range(0, longest, chunk)]
+        logits = torch.cat(parts, dim=1).view(k, r, longest, -1)
         for f, rows in enumerate(inside):
             out[:, torch.as_tensor(rows)] = logits[f, :, :len(rows)]
         return out
@@ -133,14 +133,13 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         on_epoch({"epoch": epoch, "train_loss": train_loss[lead], "chosen_by": chosen_by, "validation": scores[lead],
                   "lr": float(lrs[lead]), "rates": r, "folds": k, "seconds": time.perf_counter() - started})
         started = time.perf_counter()
-        if patience.stops(max(b[0] for b in best), epoch,
-                          "out-of-fold " + ("micro F1" if chosen_by == "f1" else "accuracy")):
+        if patience.stops(max(b[0] for b in best), epoch, "out-of-fold " + selection_name(task)):
             stopped = epoch
             break
     bar.close()
     epochs_run = len(per_epoch) - 1
     if cfg.keep == "best":
-        chosen = max(range(r), key=lambda j: (best[j][0], -best[j][1]))
+        chosen = best_copy(best)
         kept, kept_logits = best[chosen][2], best_logits[chosen]
     else:
         chosen = leading(per_epoch[-1], chosen_by)
@@ -160,7 +159,7 @@ def train_on_folds(head: torch.nn.Module, train: Labelled, folds: np.ndarray, te
     cv = cross_validate(head, train.inputs.features, train.labels, folds, task, cfg, list(lrs),
                         on_fold_epoch)
     log.info("chosen on %d folds: lr %g, epoch %d (out-of-fold %s %.4f); training the head on all %s rows",
-             cv.folds, cv.lrs[cv.chosen], cv.kept_epoch, "micro F1" if task.multi_label else "accuracy",
+             cv.folds, cv.lrs[cv.chosen], cv.kept_epoch, selection_name(task),
              cv.scores[cv.kept_epoch][selection_metric(task)], f"{len(train.labels):,}")
     final = train_head(head, train, None, test, task, cfg, [cv.lrs[cv.chosen]], True, on_epoch,
                        keep_epoch=cv.kept_epoch, last_epoch=cv.epochs_run)

@@ -296,10 +296,10 @@ def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
                             f"'{source.label_column}' columns")
     try:
         if kind == "parquet":  # only the two columns: other columns can be large (e.g. embeddings)
-            names = [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]  # pandas' index
-            check_columns(names, split, source)
-            # ParquetFile.read, not read_table: the dataset machinery behind read_table imports pandas (~0.5 s)
+            # ParquetFile, not read_table: the dataset machinery behind read_table imports pandas (~0.5 s)
             with pq.ParquetFile(path) as file:
+                names = [n for n in file.schema_arrow.names if not n.startswith("__index_level_")]  # pandas' index
+                check_columns(names, split, source)
                 return from_arrow(file.read(columns=[source.text_column, source.label_column]), split, source)
         import pandas as pd  # here, not above: it costs ~0.5 s of import, which Parquet data never needs
 

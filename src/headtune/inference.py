@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .calibration import DEFAULT_THRESHOLD
-from .config import PredictConfig
+from .config import KEPT_END, PredictConfig
 from .data import text_problem
 from .errors import HeadtuneError, flag
 from .features import collate, length_order, resolve_device, tokenize
@@ -127,7 +127,7 @@ def _warn_truncated(truncated: np.ndarray, max_length: int, side: str) -> None:
     if cut:
         log.warning('%d of %d texts were longer than %d tokens and were truncated to them, keeping their %s as in '
                     'training (marked "truncated": true)', cut, len(truncated), max_length,
-                    "end" if side == "left" else "start")
+                    KEPT_END[side])
 
 
 def label_names(config) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from . import hub
+from .config import KEPT_END
 
 
 def _yaml_list(items) -> str:
@@ -81,7 +82,7 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         + (", ..." if len(metrics['labels']) > 20 else "") + ".",
         f"- Data: `{dataset}`, {data['train']:,} training texts, {validation}, {data['test']:,} test texts; "
         f"texts truncated to {config['model']['max_length']} tokens, keeping their "
-        f"{'end' if config['model'].get('truncation_side') == 'left' else 'start'}.",
+        f"{KEPT_END[config['model'].get('truncation_side', 'right')]}.",
         f"- Epochs: {config['train']['epochs']} (kept: epoch {metrics['kept_epoch']}, {kept_by}), "
         f"batch size {config['train']['batch_size']}, AdamW, learning rate {lr_text}, "
         f"{config['train']['lr_schedule']} schedule, class weights {config['train']['class_weight']}, "

@@ -299,6 +299,11 @@ def selection_metric(task: Task) -> str:
     return "f1" if task.multi_label else "accuracy"
 
 
+def selection_name(task: Task) -> str:
+    """selection_metric's name in a log line."""
+    return "micro F1" if task.multi_label else "accuracy"
+
+
 def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device, keep_epoch, last_epoch
            ) -> TrainResult:
     k = len(lrs)
@@ -395,6 +400,11 @@ class Patience:
         return True
 
 
+def best_copy(best: list[tuple[float, float, int]]) -> int:
+    """The copy whose best epoch scored highest, per copy (score, loss, epoch); at equal scores the lower loss."""
+    return max(range(len(best)), key=lambda i: (best[i][0], -best[i][1]))
+
+
 def leading(scores: list[dict], chosen_by: str) -> int:
     """The copy with the best validation score, at equal scores the lower validation loss (as `better`)."""
     return max(range(len(scores)), key=lambda i: (scores[i][chosen_by], -scores[i]["loss"]))
@@ -417,7 +427,7 @@ def _result(head, model, records, best, best_state, lrs, keep_best, stackable, s
     if validation is None:
         chosen, kept = 0, best[0][2] if keep_best else last["epoch"]
     elif keep_best:
-        chosen = max(range(len(lrs)), key=lambda i: (best[i][0], -best[i][1]))
+        chosen = best_copy(best)
         kept = best[chosen][2]
     else:
         chosen = leading(last["validation"], chosen_by)

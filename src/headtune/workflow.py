@@ -22,7 +22,7 @@ import torch
 from . import __version__, distributed, pooling
 from .architectures import family_of
 from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
-from .config import ModelConfig, RunConfig
+from .config import KEPT_END, ModelConfig, RunConfig
 from .crossval import train_on_folds
 from .data import Splits, describe_labels, load_splits
 from .errors import HeadtuneError
@@ -362,7 +362,7 @@ def _summary(metrics: dict, out, model: ModelConfig) -> None:
     cut = metrics["data"]["truncated"]
     if any(cut.values()):
         log.info("truncated to --max-length %d, keeping each text's %s (--truncation-side %s): %s", model.max_length,
-                 "end" if model.truncation_side == "left" else "start", model.truncation_side,
+                 KEPT_END[model.truncation_side], model.truncation_side,
                  ", ".join(f"{n} of {metrics['data'][name]:,} {name} texts" for name, n in cut.items()))
     log.info("saved model/, metrics.json and images/ to %s in %.1fs", out, metrics["timings_s"]["total_with_save"])
     if metrics["loading"] == "ordinary":
