@@ -1,6 +1,5 @@
 """report: charts drawn from the metrics dict alone (what they show, checked on the figures and on the pixels),
-which charts a run draws, and the artifacts written whole (model/, metrics.json, images/), never half,
-never over a model unasked."""
+which charts a run draws (the artifacts written whole: test_artifacts.py)."""
 from __future__ import annotations
 
 import json
@@ -12,12 +11,12 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from headtune.errors import HeadtuneError
 from headtune.metrics import classification_report, multilabel_report, reliability_bins
+from headtune import report
 from headtune.report import (BAR_CHART, CONFUSION_MATRIX, LINE_CHART, LR_SWEEP, RELIABILITY, bar_chart, bar_figure,
-                             charts_for, check_output_dir, confusion_matrix_chart, confusion_matrix_figure,
-                             draw_charts, evaluation_charts, line_chart, line_figure, lr_sweep_chart,
-                             lr_sweep_figure, reliability_chart, reliability_figure, write_artifacts)
+                             charts_for, confusion_matrix_chart, confusion_matrix_figure, draw_charts,
+                             evaluation_charts, line_chart, line_figure, lr_sweep_chart, lr_sweep_figure,
+                             reliability_chart, reliability_figure)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DEFAULT_SIZE = (768, 528)  # 6.4 x 4.4 inches at 120 dpi
@@ -321,63 +320,17 @@ def test_report_does_not_import_training_or_torch():
     assert out.strip() == "[]"
 
 
-# --- artifacts ---------------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def loaded(tiny_models):
-    from conftest import Backbone
-
-    return Backbone(tiny_models["distilbert"], max_length=32)
-
-
-def save(loaded):
-    def write(folder):
-        loaded.model.save_pretrained(folder)
-        loaded.tokenizer.save_pretrained(folder)
-    return write
-
-
-def test_write_artifacts_then_refuse_then_overwrite(loaded, tmp_path):
-    out = tmp_path / "run"
-    first = dict(IMDB, run=1)
-    write_artifacts(out, save(loaded), first, charts_for(first), "t", overwrite=False)
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted([
-        "images", BAR_CHART, LINE_CHART, LR_SWEEP, CONFUSION_MATRIX, RELIABILITY, "metrics.json", "model",
-        "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"])
-    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(first))
-    for chart in (BAR_CHART, LINE_CHART, LR_SWEEP, CONFUSION_MATRIX, RELIABILITY):
-        assert_png(out / chart)
-
-    second = dict(IMDB, run=2)
-    with pytest.raises(HeadtuneError, match="--overwrite"):
-        write_artifacts(out, save(loaded), second, charts_for(second), "t", overwrite=False)
-    assert json.loads((out / "metrics.json").read_text())["run"] == 1  # the earlier run survives
-
-    third = dict(IMDB, run=3, lr={"mode": "fixed", "chosen": 0.01})
-    write_artifacts(out, save(loaded), third, charts_for(third), "t", overwrite=True)
-    assert json.loads((out / "metrics.json").read_text())["run"] == 3
-    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.json", "model"]
-    assert not (out / LR_SWEEP).exists()  # images/ is replaced whole: no chart of the earlier run lingers
-    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left beside it
-
-
-def test_a_failing_chart_leaves_nothing(loaded, tmp_path):
-    def broken(metrics, title, path):
-        raise RuntimeError("chart failed")
-
-    with pytest.raises(RuntimeError, match="chart failed"):
-        write_artifacts(tmp_path / "run", save(loaded), IMDB, [(BAR_CHART, broken)], "t", overwrite=False)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_check_output_dir(tmp_path):
-    check_output_dir(tmp_path / "new" / "deeper", overwrite=False)  # not there yet: fine
-    (tmp_path / "empty").mkdir()
-    check_output_dir(tmp_path / "empty", overwrite=False)  # a folder without a model: fine
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(HeadtuneError, match="is a file"):
-        check_output_dir(tmp_path / "file", overwrite=True)
-    (tmp_path / "done" / "model").mkdir(parents=True)
-    with pytest.raises(HeadtuneError, match="already holds a trained model.*--overwrite"):
-        check_output_dir(tmp_path / "done", overwrite=False)
-    check_output_dir(tmp_path / "done", overwrite=True)
+@pytest.mark.parametrize("figure", [bar_figure, line_figure, lr_sweep_figure, confusion_matrix_figure,
+                                    reliability_figure])
+def test_saved_without_the_extra_draw_are_the_same_bytes(figure, tmp_path):
+    """_save drops the placeholder layout engine tight_layout leaves (so savefig skips a whole draw): the file is
+    what matplotlib's ordinary tight_layout + savefig writes."""
+    ordinary = figure(IMDB, "t")
+    ordinary.tight_layout()
+    assert ordinary.get_layout_engine() is not None  # the extra draw this saves would run
+    ordinary.savefig(tmp_path / "ordinary.png", format="png")
+    fig = figure(IMDB, "t")
+    report._save(fig, tmp_path / "saved.png")
+    assert fig.get_layout_engine() is None
+    assert (tmp_path / "saved.png").read_bytes() == (tmp_path / "ordinary.png").read_bytes()

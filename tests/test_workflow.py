@@ -548,7 +548,8 @@ def test_multi_label_trains_evaluates_predicts_and_loads_in_pipeline(tiny_models
 
 def test_a_warm_run_imports_neither_transformers_nor_scikit_learn_nor_pandas(sentence_model, sentiment_dir, tmp_path):
     """Features and body cached: the run needs no model, no tokenizer, no transformers (~3 s of import), and reads
-    Parquet without pandas (~0.5 s)."""
+    Parquet without pandas (~0.5 s). Its charts are drawn by a second process (drawing.py), so matplotlib is not
+    imported either, and they are the very charts the cold run drew in this process."""
     import subprocess
     import sys
 
@@ -558,7 +559,8 @@ def test_a_warm_run_imports_neither_transformers_nor_scikit_learn_nor_pandas(sen
     code = ("import json, sys, headtune; settings = json.loads(sys.argv[1]); "
             "m = headtune.train(output_dir=sys.argv[2], **settings); "
             "print(json.dumps([m['environment']['model_loaded'], "
-            "[name for name in ('transformers', 'sklearn', 'datasets', 'pandas', 'headtune.pooled_model') if name in sys.modules]]))")
+            "[name for name in ('transformers', 'sklearn', 'datasets', 'pandas', 'headtune.pooled_model', 'matplotlib') "
+            "if name in sys.modules]]))")
     done = subprocess.run([sys.executable, "-c", code, json.dumps(settings), str(tmp_path / "warm")],
                           capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
                                                                            "HF_HUB_OFFLINE": "1"})
@@ -566,6 +568,10 @@ def test_a_warm_run_imports_neither_transformers_nor_scikit_learn_nor_pandas(sen
     assert json.loads(done.stdout.splitlines()[-1]) == [False, []]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "modeling_headtune.py", "README.md"):
         assert (tmp_path / "warm" / "model" / name).read_bytes() == (tmp_path / "cold" / "model" / name).read_bytes()
+    cold_charts = sorted(p.name for p in (tmp_path / "cold" / "images").iterdir())
+    assert len(cold_charts) == 5 and sorted(p.name for p in (tmp_path / "warm" / "images").iterdir()) == cold_charts
+    for name in cold_charts:
+        assert (tmp_path / "warm" / "images" / name).read_bytes() == (tmp_path / "cold" / "images" / name).read_bytes()
 
 
 def ending_dir(folder: Path) -> Path:

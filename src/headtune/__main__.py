@@ -1,6 +1,4 @@
 """`python -m headtune ...` works like `headtune ...` (and `torchrun -m headtune`, `accelerate launch -m headtune`)."""
-import sys
+from .cli import console
 
-from .cli import main
-
-sys.exit(main())
+console()

@@ -26,7 +26,8 @@ from .features import cached_features, extract_features, features_identity, reso
 from .inference import is_multi_label, label_names, max_length_for, resolve_threshold, score_texts
 from .modeling import file_sha256
 from . import atomic
-from .report import check_output_dir, draw_charts, evaluation_charts
+from .artifacts import check_output_dir
+from .report import draw_charts, evaluation_charts
 from .saved import encoder_config, load_classifier
 from .scoring import metric_names, probabilities, score
 from .training import Task

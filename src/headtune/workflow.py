@@ -15,23 +15,25 @@ import platform
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from . import __version__, distributed, pooling
+from .artifacts import check_output_dir, write_artifacts
 from .architectures import family_of
 from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
 from .config import KEPT_END, ModelConfig, RunConfig
 from .crossval import train_on_folds
 from .data import Splits, describe_labels, load_splits
+from .drawing import Charts, training_charts
 from .errors import HeadtuneError
 from .features import autocast_dtype
 from .modelcard import model_card
 from .checkpoint import body_cache, load_body
 from .modeling import ConfigView, ModelSource, check_max_length, file_sha256
 from .preparation import Filled, Prepared, fill_cache_part, prepare_cached, prepare_full_model, problem_type
-from .report import charts_for, check_output_dir, write_artifacts
 from .saved import write_settings
 from .scoring import fold_temperature, majority_share, metric_names, probabilities, score
 from .training import LR_GRID, Labelled, Task, TrainResult, balanced_weights, logits_of, selection_metric, train_head
@@ -54,8 +56,9 @@ def run(cfg: RunConfig, config_file: str | None = None) -> dict | None:
                             f"the backbone's features through the feature cache; drop --no-cache (--cache-dir "
                             f"chooses where it goes), or run one process")
     processes = distributed.current()
-    with _warnings_only(not processes.main):  # the main process speaks for the run
-        return _run(cfg, config_file, processes)
+    # the main process speaks for the run, and draws its charts (drawing.py: perhaps in a second process, from now)
+    with _warnings_only(not processes.main), training_charts(processes.main) as charts:
+        return _run(cfg, config_file, processes, charts)
 
 
 @contextlib.contextmanager
@@ -70,7 +73,8 @@ def _warnings_only(quiet: bool):
         logger.setLevel(saved)
 
 
-def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Processes) -> dict | None:
+def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Processes,
+         charts: Callable[[dict, str], Charts]) -> dict | None:
     clock = {"start": time.perf_counter()}
     if processes.main:  # before any slow work; only the main process writes there (on its own machine)
         check_output_dir(cfg.output.output_dir, cfg.output.overwrite)
@@ -164,7 +168,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         write_settings(folder, settings)
         (folder / "README.md").write_text(model_card(metrics, settings, prep.parameters), encoding="utf-8")
 
-    out = write_artifacts(cfg.output.output_dir, save_model, metrics, charts_for(metrics), title, cfg.output.overwrite)
+    out = write_artifacts(cfg.output.output_dir, save_model, metrics, charts(metrics, title), cfg.output.overwrite)
     metrics["timings_s"]["total_with_save"] = round(time.perf_counter() - clock["start"], 3)
     _summary(metrics, out, cfg.model)
     return metrics

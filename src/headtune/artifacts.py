@@ -1,0 +1,76 @@
+"""The run's artifacts: model folder, metrics.json and the charts, written atomically.
+
+Everything is first written to a temporary folder beside the output folder and then
+renamed into place, so a crash or Ctrl-C never leaves a half-written `model/` or
+`metrics.json` behind, and an earlier run's artifacts survive until the new ones are whole.
+
+metrics.json is written first, so that charts drawn by a second process (drawing.py) read the very
+file they illustrate while this one saves the model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from . import atomic
+from .drawing import Charts
+from .errors import HeadtuneError, flag
+
+ARTIFACTS = ("model", "images", "metrics.json")
+
+
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = True) -> None:
+    """Refuse, before any work is done, a folder that cannot be written, and to replace a trained model
+    unless asked to."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise HeadtuneError(f"{flag('output_dir')} {out} is a file, not a folder")
+    if (out / "model").exists() and not overwrite:
+        raise HeadtuneError(f"{out} already holds a trained model; pass {flag('overwrite')} to replace it "
+                            f"or choose another {flag('output_dir')}")
+    parent = out.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise HeadtuneError(f"{flag('output_dir')} {out} cannot be created: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise HeadtuneError(f"cannot write to {parent}; choose another {flag('output_dir')}")
+
+
+
+def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], None], metrics: dict,
+                    charts: Charts, overwrite: bool) -> Path:
+    """Save metrics.json, the charts (`charts`, drawn into images/) and model/ (`save_model(folder)` writes it)
+    under output_dir, each renamed into place whole."""
+    out = Path(output_dir)
+    check_output_dir(out, overwrite)  # again: another run may have finished meanwhile
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale(out.parent, out.name)  # a staging folder left by a run killed while saving
+    staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(out.name), dir=out.parent))
+    try:
+        (staging / "images").mkdir()  # even with no charts: the artifact set stays the same
+        with open(staging / "metrics.json", "w") as f:
+            json.dump(metrics, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        charts.start(staging)
+        try:
+            save_model(staging / "model")
+        except BaseException:
+            charts.stop()  # nothing may still be writing into the folder when it is removed
+            raise
+        charts.finish()
+        if not out.exists():
+            os.replace(staging, out)  # one rename: the whole folder appears at once
+            return out
+        for name in ARTIFACTS:
+            if (out / name).exists():
+                os.replace(out / name, staging / f".old-{name}")
+            os.replace(staging / name, out / name)
+        return out
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,90 @@
+"""artifacts: model/, metrics.json and images/ written whole, never half, never over a model unasked; with the
+charts drawn here or by drawing.py's second process."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from headtune.artifacts import check_output_dir, write_artifacts
+from headtune.drawing import DrawHere, Helper
+from headtune.errors import HeadtuneError
+from headtune.report import BAR_CHART, CONFUSION_MATRIX, LINE_CHART, LR_SWEEP, RELIABILITY
+
+from test_report import IMDB, assert_png
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_models):
+    from conftest import Backbone
+
+    return Backbone(tiny_models["distilbert"], max_length=32)
+
+
+def save(loaded):
+    def write(folder):
+        loaded.model.save_pretrained(folder)
+        loaded.tokenizer.save_pretrained(folder)
+    return write
+
+
+def test_write_artifacts_then_refuse_then_overwrite(loaded, tmp_path):
+    out = tmp_path / "run"
+    first = dict(IMDB, run=1)
+    write_artifacts(out, save(loaded), first, DrawHere(first, "t"), overwrite=False)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == sorted([
+        "images", BAR_CHART, LINE_CHART, LR_SWEEP, CONFUSION_MATRIX, RELIABILITY, "metrics.json", "model",
+        "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json"])
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(first))
+    for chart in (BAR_CHART, LINE_CHART, LR_SWEEP, CONFUSION_MATRIX, RELIABILITY):
+        assert_png(out / chart)
+
+    second = dict(IMDB, run=2)
+    with pytest.raises(HeadtuneError, match="--overwrite"):
+        write_artifacts(out, save(loaded), second, DrawHere(second, "t"), overwrite=False)
+    assert json.loads((out / "metrics.json").read_text())["run"] == 1  # the earlier run survives
+
+    third = dict(IMDB, run=3, lr={"mode": "fixed", "chosen": 0.01})
+    write_artifacts(out, save(loaded), third, DrawHere(third, "t"), overwrite=True)
+    assert json.loads((out / "metrics.json").read_text())["run"] == 3
+    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.json", "model"]
+    assert not (out / LR_SWEEP).exists()  # images/ is replaced whole: no chart of the earlier run lingers
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging folder left beside it
+
+
+def test_a_failing_chart_leaves_nothing(loaded, tmp_path):
+    def broken(metrics, title, path):
+        raise RuntimeError("chart failed")
+
+    with pytest.raises(RuntimeError, match="chart failed"):
+        write_artifacts(tmp_path / "run", save(loaded), IMDB, DrawHere(IMDB, "t", [(BAR_CHART, broken)]), overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_output_dir(tmp_path):
+    check_output_dir(tmp_path / "new" / "deeper", overwrite=False)  # not there yet: fine
+    (tmp_path / "empty").mkdir()
+    check_output_dir(tmp_path / "empty", overwrite=False)  # a folder without a model: fine
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HeadtuneError, match="is a file"):
+        check_output_dir(tmp_path / "file", overwrite=True)
+    (tmp_path / "done" / "model").mkdir(parents=True)
+    with pytest.raises(HeadtuneError, match="already holds a trained model.*--overwrite"):
+        check_output_dir(tmp_path / "done", overwrite=False)
+    check_output_dir(tmp_path / "done", overwrite=True)
+
+
+def test_a_failing_model_save_stops_the_second_process_and_leaves_nothing(tmp_path):
+    helper = Helper.launch()
+    assert helper is not None
+
+    def broken(folder):
+        raise RuntimeError("disk full")
+
+    try:
+        with pytest.raises(RuntimeError, match="disk full"):
+            write_artifacts(tmp_path / "run", broken, IMDB, helper.charts(IMDB, "t"), overwrite=False)
+        assert helper.process.poll() is not None  # stopped before the staging folder was removed
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        helper.close()
