@@ -7,7 +7,7 @@ between versions), then times `python -m headtune train` of both sides in turn, 
 which goes first, each a fresh process (interpreter start and imports included, as a user's run). The IMDb
 small run with MiniLM from the package, `--max-length 256`, every other setting at its default.
 
-    python benchmarks/bench_warm.py --baseline 2569403            # ~8 min on a 2-core CPU (two cold runs)
+    python benchmarks/bench_warm.py --baseline f1cc6de            # ~8 min on a 2-core CPU (two cold runs)
 
 Writes `<out-dir>/warm_<host>.json` (every wall time, each run's `timings_s`, the load average) and prints the
 means.
@@ -33,7 +33,7 @@ import _common as common  # noqa: E402
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="The commit to compare the working tree with.")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
     parser.add_argument("--train-size", type=int, default=None, help="Default: the small run (4,000 / 2,000).")
     return parser.parse_args(argv)

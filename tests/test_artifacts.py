@@ -3,6 +3,8 @@ charts drawn here or by drawing.py's second process."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -88,3 +90,15 @@ def test_a_failing_model_save_stops_the_second_process_and_leaves_nothing(tmp_pa
         assert list(tmp_path.iterdir()) == []
     finally:
         helper.close()
+
+
+def test_the_artifacts_get_the_permissions_the_umask_gives(loaded, tmp_path):
+    saved = os.umask(0o022)
+    try:
+        write_artifacts(tmp_path / "run", save(loaded), IMDB, DrawHere(IMDB, "t"), overwrite=False)
+    finally:
+        os.umask(saved)
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+             for p in [tmp_path / "run", *(tmp_path / "run").rglob("*")]}
+    assert len(modes) == 13 and modes["run"] == modes["run/images"] == modes["run/model"] == 0o755
+    assert {mode for path, mode in modes.items() if "." in path} == {0o644}  # the charts and the weights were 0o600

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from headtune import atomic
 
@@ -69,3 +72,19 @@ def test_temporary_names_carry_pid_and_host(monkeypatch, tmp_path):
     path = tmp_path / f"{prefix}abc_12"  # tempfile's random part: letters, digits, '_'
     path.write_bytes(b"")
     assert atomic.remove_stale(tmp_path, "shard") == 0  # this host, this live process
+
+
+def test_what_is_written_gets_the_permissions_the_umask_gives(tmp_path):
+    """mkstemp and mkdtemp make temporaries private to their owner; renamed into place, they must read as any file
+    or folder written there would (a model folder shared with a team, a feature cache shared by users)."""
+    saved = os.umask(0o027)
+    try:
+        atomic.write_bytes(tmp_path / "key.json", b"{}")
+        folder = Path(tempfile.mkdtemp(dir=tmp_path))
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700  # what mkdtemp gives
+        atomic.usual_mode(folder)
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE((tmp_path / "key.json").stat().st_mode) == 0o640
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750
+    assert os.umask(saved) == saved  # the umask is as it was

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import stat
 
 import pytest
 import torch
@@ -198,6 +200,18 @@ def test_shard_with_wrong_tensors_is_not_trusted(tmp_path, caplog):
     assert len(_damage_warnings(caplog)) == 1
     assert not cache.shard_path(0).exists()
     assert [p.name for p in cache.folder.iterdir()] == ["key.json"]  # no temporary files left behind
+
+
+def test_cache_files_get_the_permissions_the_umask_gives(tmp_path):
+    """A cache shared by several users (HEADTUNE_CACHE on a team's server) must be readable by them: a shard is
+    written to a private temporary first."""
+    saved = os.umask(0o022)
+    try:
+        FeatureCache(tmp_path, "k", {"x": 1}).save(0, {"features": torch.ones(2, 3)})
+    finally:
+        os.umask(saved)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "k").iterdir()} == {
+        "key.json": 0o644, "shard-00000.safetensors": 0o644}
 
 
 # --------------------------------------------------------------------------- --no-cache

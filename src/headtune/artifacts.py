@@ -64,6 +64,8 @@ def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], 
             charts.stop()  # nothing may still be writing into the folder when it is removed
             raise
         charts.finish()
+        for path in [staging, *staging.rglob("*")]:  # transformers' save_pretrained, too, writes its weights private
+            atomic.usual_mode(path)
         if not out.exists():
             os.replace(staging, out)  # one rename: the whole folder appears at once
             return out

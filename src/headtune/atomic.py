@@ -30,6 +30,19 @@ def temp_prefix(stem: str) -> str:
     return f".{stem}.tmp-{os.getpid()}@{_host()}-"
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: it is put straight back
+    os.umask(mask)
+    return mask
+
+
+def usual_mode(path: str | os.PathLike) -> None:
+    """Give a temporary the permissions open() or mkdir() would have: mkstemp and mkdtemp make them private to
+    their owner, and renamed into place as they were, a model folder or a shared feature cache could be read by
+    no one else."""
+    os.chmod(path, (0o777 if os.path.isdir(path) else 0o666) & ~_umask())
+
+
 def fsync_file(path: str | os.PathLike) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -43,6 +56,7 @@ def write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        usual_mode(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -105,6 +105,7 @@ class FeatureCache:
         try:
             save_file(tensors, tmp, metadata={**(meta or {}), "sha256": _checksum(tensors)})
             atomic.fsync_file(tmp)
+            atomic.usual_mode(tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

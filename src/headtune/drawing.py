@@ -70,6 +70,8 @@ class Helper:
 
     @classmethod
     def launch(cls) -> Helper | None:
+        if not sys.executable:  # an embedded interpreter: no Python to start
+            return None
         errors = tempfile.TemporaryFile()  # not a pipe: a helper that writes much must not block on a full one
         try:
             process = subprocess.Popen([sys.executable, "-m", __name__, str(PACKAGE_DIR)], stdin=subprocess.PIPE,
