@@ -24,7 +24,7 @@ from .config import EvaluateRun
 from .data import load_split
 from .features import cached_features, extract_features, features_identity, resolve_device
 from .inference import is_multi_label, label_names, max_length_for, resolve_threshold, score_texts
-from .modeling import file_sha256
+from .digests import DigestMemo
 from . import atomic
 from .artifacts import check_output_dir
 from .report import draw_charts, evaluation_charts
@@ -87,7 +87,7 @@ def _probabilities_from_features(model, tokenizer, settings: dict, folder: Path,
     source = settings.get("features")
     if not source or run.features.no_cache:
         return None, None
-    if settings.get("checkpoint_sha256") != file_sha256(folder / "model.safetensors"):
+    if settings.get("checkpoint_sha256") != DigestMemo(run.features.cache_dir)(folder / "model.safetensors"):
         log.info("the weights in %s changed since training: its cached features do not apply", folder)
         return None, None
     config = encoder_config(model.config)

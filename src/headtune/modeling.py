@@ -5,17 +5,17 @@ and no code from the Hub runs unless they opt in (`--trust-remote-code`).
 """
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from . import hub
+from .digests import file_sha256
 from .config import ModelConfig
 from .errors import HeadtuneError, flag
 from .architectures import family_of, tokenizer_files
@@ -224,34 +224,20 @@ TOKENIZER_STATE = TOKENIZER_FILES + ("tokenizer_config.json", "special_tokens_ma
                                      "merges.txt")
 
 
-def file_sha256(path: Path) -> str:
-    """A file's SHA-256 (memoised per process while its size and modification time stay the same)."""
-    stat = path.stat()
-    return _sha256_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    """A file's SHA-256, hashed once per process while its size and modification time stay the same."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def identity(cfg: ModelConfig, folder: Path | None, model_type: str) -> dict:
+def identity(cfg: ModelConfig, folder: Path | None, model_type: str,
+             digest: Callable[[Path], str] = file_sha256) -> dict:
     """Everything about the model and tokenizer that changes the features, from the files alone (no model or
     tokenizer object, so a run can look its features up without loading either).
 
-    A local folder: its weight and tokenizer files by content (SHA-256), not by name or path. A Hub model: the
-    repository and the commit its files in the local Hub cache come from (a commit's files never change)."""
+    A local folder: its weight and tokenizer files by content (SHA-256, `digest`: digests.DigestMemo remembers
+    them across runs), not by name or path. A Hub model: the repository and the commit its files in the local Hub
+    cache come from (a commit's files never change)."""
     if folder is None or not hub.looks_local(cfg.model):
         commit = folder.name if folder is not None else None  # the Hub cache's snapshots/<commit>/ folder
         return {"model_type": model_type, "weights": {"repo": cfg.model, "revision": cfg.revision, "commit": commit}}
     patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
-    weights = {p.name: file_sha256(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
-    tokenizer = {name: file_sha256(folder / name) for name in TOKENIZER_STATE if (folder / name).is_file()}
+    weights = {p.name: digest(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
+    tokenizer = {name: digest(folder / name) for name in TOKENIZER_STATE if (folder / name).is_file()}
     return {"model_type": model_type, "weights": weights, "tokenizer": tokenizer}
 
 
@@ -262,10 +248,10 @@ class ModelSource:
     are loaded only when a run needs them, i.e. when something it needs is not in the cache.
     """
 
-    def __init__(self, cfg: ModelConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: ModelConfig, digest: Callable[[Path], str] = file_sha256):
+        self.cfg, self.digest = cfg, digest
         self.local = hub.looks_local(cfg.model)
-        self._checked = None
+        self._checked, self._identity = None, None
         if self.local:
             self.folder = Path(cfg.model).expanduser()
             _check_local_folder(self.folder, cfg.allow_pickle)
@@ -291,7 +277,9 @@ class ModelSource:
         return self._checked
 
     def identity(self) -> dict:
-        return identity(self.cfg, self.folder, self.model_type)
+        if self._identity is None:  # hashed once per run, however many stages ask
+            self._identity = identity(self.cfg, self.folder, self.model_type, self.digest)
+        return self._identity
 
 
 def _read_config(path: Path) -> dict:

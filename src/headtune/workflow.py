@@ -27,12 +27,13 @@ from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
 from .config import KEPT_END, ModelConfig, RunConfig
 from .crossval import train_on_folds
 from .data import Splits, describe_labels, load_splits
+from .digests import DigestMemo, file_sha256
 from .drawing import Charts, training_charts
 from .errors import HeadtuneError
 from .features import autocast_dtype
 from .modelcard import model_card
 from .checkpoint import body_cache, load_body
-from .modeling import ConfigView, ModelSource, check_max_length, file_sha256
+from .modeling import ConfigView, ModelSource, check_max_length
 from .preparation import Filled, Prepared, fill_cache_part, prepare_cached, prepare_full_model, problem_type
 from .saved import write_settings
 from .scoring import fold_temperature, majority_share, metric_names, probabilities, score
@@ -80,7 +81,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         check_output_dir(cfg.output.output_dir, cfg.output.overwrite)
     # folder, weights, tokenizer, --max-length: checked before the data is read. A model whose body is cached was
     # checked when it was stored, so its checks need no tokenizer, and transformers is not even imported.
-    source = ModelSource(cfg.model)
+    source = ModelSource(cfg.model, file_sha256 if cfg.features.no_cache else DigestMemo(cfg.features.cache_dir))
     family = family_of(source.model_type)
     body = load_body(body_cache(cfg.features, source.identity())) if family else None
     if body is not None:
