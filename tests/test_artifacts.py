@@ -102,3 +102,28 @@ def test_the_artifacts_get_the_permissions_the_umask_gives(loaded, tmp_path):
              for p in [tmp_path / "run", *(tmp_path / "run").rglob("*")]}
     assert len(modes) == 13 and modes["run"] == modes["run/images"] == modes["run/model"] == 0o755
     assert {mode for path, mode in modes.items() if "." in path} == {0o644}  # the charts and the weights were 0o600
+
+
+class Interrupted:
+    """Charts whose wait is interrupted (SIGTERM to the run's process alone: a second process drawing goes on)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def start(self, folder):
+        self.calls.append("start")
+
+    def finish(self):
+        self.calls.append("finish")
+        raise KeyboardInterrupt
+
+    def stop(self):
+        self.calls.append("stop")
+
+
+def test_charts_interrupted_while_finishing_are_stopped_before_the_folder_is_removed(loaded, tmp_path):
+    charts = Interrupted()
+    with pytest.raises(KeyboardInterrupt):
+        write_artifacts(tmp_path / "run", save(loaded), IMDB, charts, overwrite=False)
+    assert charts.calls == ["start", "finish", "stop"]
+    assert list(tmp_path.iterdir()) == []

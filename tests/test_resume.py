@@ -133,7 +133,12 @@ def test_interrupt_mid_extraction_exits_keeps_shards_and_resumes(tmp_path, tiny_
         return real_backbone(*args, **kwargs)
 
     monkeypatch.setattr(headtune.features, "run_backbone", backbone_then_ctrl_c)
-    code = cli.main(argv + ["--quiet"])
+    # a shell's background job starts with SIGINT ignored, and Python then keeps ignoring it: Ctrl-C as at a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = cli.main(argv + ["--quiet"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     err = capsys.readouterr().err
     assert code == exit_code
     lines = err.splitlines()

@@ -60,10 +60,10 @@ def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], 
         charts.start(staging)
         try:
             save_model(staging / "model")
-        except BaseException:
+            charts.finish()
+        except BaseException:  # a failure, Ctrl-C, or SIGTERM to this process alone
             charts.stop()  # nothing may still be writing into the folder when it is removed
             raise
-        charts.finish()
         for path in [staging, *staging.rglob("*")]:  # transformers' save_pretrained, too, writes its weights private
             atomic.usual_mode(path)
         if not out.exists():
