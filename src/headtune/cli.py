@@ -224,10 +224,9 @@ def console() -> None:
     exit would then tear down the interpreter and torch's C++ registrations, about 0.4 s on a 2-core CPU (a tenth
     of a warm train run) spent freeing memory that the operating system takes back whole anyway."""
     code = main()
-    with contextlib.suppress(OSError, ValueError):  # a reader gone (`| head`) or a stream closed: nothing to add
-        sys.stdout.flush()
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None under pythonw
+        with contextlib.suppress(AttributeError, OSError, ValueError):  # a reader gone (`| head`), a stream closed
+            stream.flush()
     os._exit(code)
 
 
