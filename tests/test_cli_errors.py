@@ -312,6 +312,14 @@ def test_output_dir_that_is_a_file(capsys, train_args, tmp_path):
     assert path.read_text() == "mine"
 
 
+@pytest.mark.parametrize("where, problem", [("cache.bin", "is a file, not a folder"),
+                                            ("cache.bin/features", "cannot be created")])
+def test_cache_dir_that_is_a_file_is_refused_before_any_work(where, problem, capsys, train_args, tmp_path):
+    (tmp_path / "cache.bin").write_text("mine")
+    line = refused_train(capsys, train_args(**{"cache-dir": tmp_path / where}), "--cache-dir", problem, "--no-cache")
+    assert "cache.bin" in line and (tmp_path / "cache.bin").read_text() == "mine"
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_models, tmp_path_factory, tokenizer):
     """One real training run with invalid rows (--drop-invalid) and over-long texts (--max-length 16)."""

@@ -104,3 +104,11 @@ def test_a_split_the_dataset_lacks_is_one_line(run, sentiment_dir):
     with pytest.raises(HeadtuneError, match="no_such_split") as err:
         evaluate(root, dataset=str(sentiment_dir), split="no_such_split")
     assert "\n" not in str(err.value)
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line(run, sentiment_dir, tmp_path):
+    _, root = run
+    (tmp_path / "cache.bin").write_text("mine")
+    with pytest.raises(HeadtuneError, match="--cache-dir .*cache.bin is a file, not a folder") as err:
+        evaluate(root, dataset=str(sentiment_dir), cache_dir=str(tmp_path / "cache.bin"), output_dir=str(tmp_path / "e"))
+    assert "\n" not in str(err.value) and not (tmp_path / "e").exists()

@@ -22,10 +22,24 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import atomic
+from .errors import HeadtuneError, flag
 
 log = logging.getLogger(__name__)
 
 FORMAT = 3  # bump when the layout or the meaning of a cached file changes (2: checkpoint bodies; 3: poolings, file identities, bodies with config and tokenizer)
+
+
+def check_cache_dir(folder: str | os.PathLike) -> None:
+    """Refuse, before any work is done, a cache folder that is a file or cannot be created (found out when the
+    first shard is written, it would cost that shard's backbone pass and end in a traceback). A cache that cannot
+    be written is not refused: one whose features are all there is read, never written."""
+    path = Path(folder)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        problem = "is a file, not a folder" if existing == path else f"cannot be created: {existing} is a file"
+        raise HeadtuneError(f"{flag('cache_dir')} {path} {problem}; choose another, or pass {flag('no_cache')}")
 
 
 def texts_digest(texts: list[str]) -> str:

@@ -27,6 +27,7 @@ from .inference import is_multi_label, label_names, max_length_for, resolve_thre
 from .digests import DigestMemo
 from . import atomic
 from .artifacts import check_output_dir
+from .cache import check_cache_dir
 from .report import draw_charts, evaluation_charts
 from .saved import encoder_config, load_classifier
 from .scoring import metric_names, probabilities, score
@@ -43,6 +44,8 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     folder = Path(cfg.model).expanduser()
     out = Path(cfg.output_dir) if cfg.output_dir else folder.parent / f"evaluate-{cfg.split}"
     check_output_dir(out)  # before the slow work, as train checks its own
+    if not run.features.no_cache:
+        check_cache_dir(run.features.cache_dir)
     device = resolve_device(cfg.device)
     model, tokenizer, settings = load_classifier(folder, device, cfg.allow_pickle)
     source = _source(run, settings, given)

@@ -23,6 +23,7 @@ import torch
 from . import __version__, distributed, pooling
 from .artifacts import check_output_dir, write_artifacts
 from .architectures import family_of
+from .cache import check_cache_dir
 from .calibration import DEFAULT_THRESHOLD, fit_temperature, tune_threshold
 from .config import KEPT_END, ModelConfig, RunConfig
 from .crossval import train_on_folds
@@ -79,6 +80,8 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     clock = {"start": time.perf_counter()}
     if processes.main:  # before any slow work; only the main process writes there (on its own machine)
         check_output_dir(cfg.output.output_dir, cfg.output.overwrite)
+    if not cfg.features.no_cache:
+        check_cache_dir(cfg.features.cache_dir)
     # folder, weights, tokenizer, --max-length: checked before the data is read. A model whose body is cached was
     # checked when it was stored, so its checks need no tokenizer, and transformers is not even imported.
     source = ModelSource(cfg.model, file_sha256 if cfg.features.no_cache else DigestMemo(cfg.features.cache_dir))
