@@ -254,6 +254,18 @@ def test_model_folder_without_config(capsys, train_args, tiny_models, tmp_path):
     refused_train(capsys, train_args(model=folder), "not a model folder", "config.json")
 
 
+def damage(weights: Path, how: str) -> None:
+    data = weights.read_bytes()
+    weights.write_bytes({"empty": b"", "cut": data[:len(data) // 2], "garbage": b"not safetensors at all"}[how])
+
+
+@pytest.mark.parametrize("how", ["empty", "cut", "garbage"])
+def test_model_folder_with_damaged_weights(how, capsys, train_args, tiny_models, tmp_path):
+    folder = copy_model(tiny_models["distilbert"], tmp_path / "damaged")
+    damage(folder / "model.safetensors", how)
+    refused_train(capsys, train_args(model=folder), "model.safetensors is damaged", "save_pretrained")
+
+
 def test_model_folder_that_does_not_exist(capsys, train_args, tmp_path):
     refused_train(capsys, train_args(model=tmp_path / "no-model"), "does not exist", "--model")
 
@@ -477,6 +489,27 @@ def test_predict_pickle_only_checkpoint(capsys, trained, tmp_path):
     torch.save(load_file(trained["out"] / "model" / "model.safetensors"), folder / "pytorch_model.bin")
     code, _, err = run_cli(["predict", "--model", folder, "hello"], capsys)
     assert_one_line_error(code, err, "pickle", "--allow-pickle")
+
+
+@pytest.mark.parametrize("how", ["empty", "cut", "garbage"])
+def test_predict_damaged_weights(how, capsys, trained, tmp_path):
+    folder = copy_model(trained["out"] / "model", tmp_path / "damaged")
+    damage(folder / "model.safetensors", how)
+    code, _, err = run_cli(["predict", "--model", folder, "hello"], capsys)
+    assert_one_line_error(code, err, "model.safetensors is damaged", "save_pretrained")
+
+
+@pytest.mark.parametrize("id2label, needles", [
+    ({"0": "neg", "1": "pos", "2": "meh"}, ("cannot load the model", "do not fit its config.json", "id2label")),
+    ({"0": "neg", "5": "pos"}, ("id2label must name the labels 0 to 1", "0, 5", "config.json"))],
+    ids=["more labels than the classifier has", "ids with a gap"])
+def test_predict_config_whose_labels_do_not_fit(id2label, needles, capsys, trained, tmp_path):
+    folder = copy_model(trained["out"] / "model", tmp_path / "edited")
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"], config["label2id"] = id2label, {name: int(i) for i, name in id2label.items()}
+    (folder / "config.json").write_text(json.dumps(config))
+    code, _, err = run_cli(["predict", "--model", folder, "hello"], capsys)
+    assert_one_line_error(code, err, *needles)
 
 
 def test_predict_max_length_above_the_limit(capsys, trained):

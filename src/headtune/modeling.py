@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from . import hub
@@ -56,6 +57,14 @@ def _check_local_folder(path: Path, allow_pickle: bool, what: str = "model") -> 
     if not any((path / f).is_file() for f in TOKENIZER_FILES):
         raise HeadtuneError(f"{path} has no tokenizer files (tokenizer.json or vocab.txt, ...); save the tokenizer "
                             f"into the model folder with tokenizer.save_pretrained({str(path)!r})")
+    for weights in sorted(path.glob("*.safetensors")):  # each header read (milliseconds): a cut or damaged file
+        try:                                            # is refused now, not after the data is read
+            with safe_open(weights, framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise HeadtuneError(f"{weights} is damaged ({reason}); save the model again with save_pretrained") \
+                from None
 
 
 def _load(cls, name: str, cfg: ModelConfig, **kwargs):
@@ -66,12 +75,20 @@ def _load(cls, name: str, cfg: ModelConfig, **kwargs):
         kwargs["local_files_only"] = True  # the HF cache may hold it; skip 45 s of network retries
     try:
         return cls.from_pretrained(str(Path(name).expanduser()) if local else name, **kwargs)
-    except (OSError, ValueError, KeyError) as err:  # KeyError: an unknown model_type in config.json
+    except (OSError, ValueError, KeyError, SafetensorError, RuntimeError) as err:  # KeyError: an unknown model_type
+        text = str(err).strip()
+        mismatched = isinstance(err, RuntimeError) and "mismatch" in text
+        if isinstance(err, RuntimeError) and not mismatched:  # not about the files: a failure of headtune's own
+            raise
         if kwargs.get("local_files_only") and not local:
             raise HeadtuneError(hub.offline_message("model", name)) from err
-        text = str(err).strip()
         reason = text.splitlines()[0] if text else type(err).__name__
-        if "trust_remote_code" in text or "custom code" in text:
+        if isinstance(err, SafetensorError):
+            reason = f"a weights file is damaged ({reason}); save the model again with save_pretrained"
+        elif mismatched:  # transformers' details went to its log, which headtune keeps quiet
+            reason = ("its weights do not fit its config.json (a layer's shape differs, e.g. the classifier's from "
+                      "num_labels or id2label); save the model and its config again with save_pretrained")
+        elif "trust_remote_code" in text or "custom code" in text:
             reason = (f"it needs its own Python code to load, which headtune does not run by default; "
                       f"pass {flag('trust_remote_code')} if you trust that code")
         what = {"AutoTokenizer": "tokenizer", "AutoConfig": "config"}.get(cls.__name__, "model")

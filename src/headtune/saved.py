@@ -130,6 +130,11 @@ def _check_classifier(folder: Path, config) -> None:
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise HeadtuneError(f"{folder} is not a text-classification checkpoint (its architecture is "
                             f"{', '.join(config.architectures or ['unknown'])}); train one with headtune train")
+    ids = sorted(config.id2label or {})
+    if ids != list(range(len(ids))):  # transformers keeps id2label as written; predictions are named by 0..n-1
+        raise HeadtuneError(f"{folder / 'config.json'}: id2label must name the labels 0 to {len(ids) - 1} (its ids are "
+                            f"{', '.join(map(str, ids[:6]))}{', ...' if len(ids) > 6 else ''}); fix config.json or "
+                            f"save the model again with save_pretrained")
 
 
 def _load_tokenizer(folder: Path, cfg: ModelConfig, config):
