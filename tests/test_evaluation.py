@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -112,3 +113,13 @@ def test_a_cache_dir_that_is_a_file_is_one_line(run, sentiment_dir, tmp_path):
     with pytest.raises(HeadtuneError, match="--cache-dir .*cache.bin is a file, not a folder") as err:
         evaluate(root, dataset=str(sentiment_dir), cache_dir=str(tmp_path / "cache.bin"), output_dir=str(tmp_path / "e"))
     assert "\n" not in str(err.value) and not (tmp_path / "e").exists()
+
+
+@pytest.mark.parametrize("into, held", [("run", "a training run (model/)"), ("run/model", "a model")])
+def test_evaluate_does_not_write_over_a_training_run_or_into_a_model(into, held, run, sentiment_dir):
+    _, root = run
+    before = (root / "run" / "metrics.json").read_bytes()
+    with pytest.raises(HeadtuneError, match=f"holds {re.escape(held)}; .*choose another --output-dir") as err:
+        evaluate(root, dataset=str(sentiment_dir), output_dir=str(root / into))
+    assert "\n" not in str(err.value)
+    assert (root / "run" / "metrics.json").read_bytes() == before and not (root / "run" / "model" / "images").exists()

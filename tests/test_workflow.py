@@ -620,3 +620,19 @@ def test_truncation_side_left_keeps_each_texts_end_in_training_predict_evaluate_
     result = headtune.evaluate(model=str(model_dir), dataset=str(data), device="cpu",
                                cache_dir=str(tmp_path / "cache"), output_dir=str(tmp_path / "evaluated"))
     assert result["features"] == "cache" and result["accuracy"] == left["after"]["accuracy"]
+
+
+def test_a_batch_size_beyond_the_rows_trains_on_all_of_them_at_once(tiny_models, sentiment_dir, tmp_path):
+    whole = train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, batch_size=60,
+                  output_dir=str(tmp_path / "whole"))
+    huge = train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, batch_size=2**70,
+                 output_dir=str(tmp_path / "huge"))  # past int64: torch could not take it
+    assert [r["test"] for r in huge["history"]] == [r["test"] for r in whole["history"]]
+    assert huge["after"] == whole["after"] and huge["lr"]["chosen"] == whole["lr"]["chosen"]
+
+
+@pytest.mark.parametrize("settings", [{"lr": 1e308}, {"lr": 0.03, "weight_decay": 1e300}], ids=["lr", "weight decay"])
+def test_a_head_whose_training_diverged_is_refused_not_saved(settings, tiny_models, sentiment_dir, tmp_path):
+    with pytest.raises(HeadtuneError, match="training diverged.*no longer finite.*smaller --lr or --weight-decay") as err:
+        train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, **settings)
+    assert "\n" not in str(err.value) and not (tmp_path / "out").exists()

@@ -112,7 +112,7 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         order = torch.stack([o[torch.randperm(len(o), generator=generator)[:rows_per_epoch].to(device)]
                              for o in outside])  # (k, rows_per_epoch): each fold's rows for this epoch
         totals = torch.zeros(k * r, device=device)
-        for index in order.split(cfg.batch_size, dim=1):
+        for index in order.split(min(cfg.batch_size, rows_per_epoch), dim=1):  # a batch beyond the rows: all of them
             batch = targets[index].repeat_interleave(r, dim=0)  # (k * r, b): each copy its fold's rows
             out = model(features[index])  # (k, b, in) in: fold f's rows go to its r copies (StackedLinear groups)
             per_copy = copy_losses(task, out, batch)

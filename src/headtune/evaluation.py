@@ -25,6 +25,7 @@ from .data import load_split
 from .features import cached_features, extract_features, features_identity, resolve_device
 from .inference import is_multi_label, label_names, max_length_for, resolve_threshold, score_texts
 from .digests import DigestMemo
+from .errors import HeadtuneError, flag
 from . import atomic
 from .artifacts import check_output_dir
 from .cache import check_cache_dir
@@ -44,6 +45,12 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     folder = Path(cfg.model).expanduser()
     out = Path(cfg.output_dir) if cfg.output_dir else folder.parent / f"evaluate-{cfg.split}"
     check_output_dir(out)  # before the slow work, as train checks its own
+    held = "a training run (model/)" if (out / "model").is_dir() else "a model" if (out / "config.json").is_file() \
+        else None
+    if held:  # its metrics.json and images/ are a run's, or the folder is a model's: not evaluate's to replace
+        raise HeadtuneError(f"{flag('output_dir')} {out} holds {held}; evaluate writes metrics.json and images/ "
+                            f"there: choose another {flag('output_dir')} (by default it writes to "
+                            f"{folder.parent / f'evaluate-{cfg.split}'})")
     if not run.features.no_cache:
         check_cache_dir(run.features.cache_dir)
     device = resolve_device(cfg.device)

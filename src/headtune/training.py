@@ -345,11 +345,12 @@ def _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, d
     best_state = copy.deepcopy(model.state_dict())
     patience, stopped = Patience(cfg), None
     bar = progress(total=steps, desc="training head", unit="step")
+    batch_size = min(cfg.batch_size, len(train.inputs))  # a batch beyond the rows: all of them (torch takes int64)
     for epoch in range(1, last_epoch + 1):
         started = time.perf_counter()
         model.train()
         totals = torch.zeros(k, device=device)
-        for index in torch.randperm(len(train.inputs), generator=generator).split(cfg.batch_size):
+        for index in torch.randperm(len(train.inputs), generator=generator).split(batch_size):
             logits = train.inputs.logits(model, index)
             if not stackable:
                 logits = logits[None]

@@ -155,6 +155,10 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         result = train_head(prep.head, labelled["train"], labelled.get("validation"), labelled["test"], task,
                             cfg.train, lrs, prep.stackable, _log_epoch)
     clock["train"] = time.perf_counter()
+    if not all(bool(torch.isfinite(p).all()) for p in result.head.parameters()):  # saved, it would predict NaN
+        raise HeadtuneError(f"the head's training diverged: its weights are no longer finite numbers (lr "
+                            f"{result.lrs[result.chosen]:g}, --weight-decay {cfg.train.weight_decay:g}); pass a smaller "
+                            f"--lr or --weight-decay")
     finish = _finish(cfg, result, labelled, task, splits)
     clock["finish"] = time.perf_counter()
 
