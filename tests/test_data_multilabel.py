@@ -87,6 +87,13 @@ def test_test_label_unknown_to_train(tmp_path):
     refused(tmp_path, "test label 'weather'", "(2 test rows)", "never occurs in the train split")
 
 
+@pytest.mark.parametrize("cell, shown", [(["x", None], "None"), (["x", {"k": 0}], "{'k': 0}"),
+                                         (["x", ["y"]], "['y']")], ids=["null", "dict", "nested list"])
+def test_a_label_that_is_not_a_name_or_number_is_refused(cell, shown, tmp_path):
+    write(tmp_path, frame(["a", "b", "c"], [["x"], ["y"], cell]), frame(["d"], [["x"]]), "jsonl")
+    refused(tmp_path, "the train split's labels at row 2", f"hold {shown}", "a name or a number")
+
+
 def test_one_label_in_train_is_refused(tmp_path):
     write(tmp_path, frame(["a", "b"], [["x"], []]), frame(["c"], [["x"]]), "jsonl")
     refused(tmp_path, "only one label ('x')", "at least two")

@@ -54,6 +54,21 @@ def label_sets(values: np.ndarray, split_strings: bool) -> list[list]:
     return [row(v) for v in values]
 
 
+def _plain(label) -> bool:
+    """A name or a number: not a null, a NaN, or a container (which would become a label named 'None' or "{...}")."""
+    if isinstance(label, (float, np.floating)):
+        return not np.isnan(label)
+    return isinstance(label, (str, int, np.integer))
+
+
+def _check_plain(split: str, rows: list[list]) -> None:
+    for i, labels in enumerate(rows):
+        bad = [x for x in labels if not _plain(x)]
+        if bad:
+            raise HeadtuneError(f"the {split} split's labels at row {i} (counting from 0) hold {bad[0]!r}; a label "
+                                f"must be a name or a number: fix that row or remove it")
+
+
 def _strings(values) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=object)
 
@@ -152,6 +167,8 @@ def encode_multi(columns: dict[str, np.ndarray], source_names: list[str] | None,
     A row may have no labels; a label of another split that train never has is refused.
     """
     rows = {s: label_sets(v, split_strings) for s, v in columns.items()}
+    for split, split_rows in rows.items():
+        _check_plain(split, split_rows)
     flat = {s: np.array([x for r in rs for x in r], dtype=object) for s, rs in rows.items()}
     names, ids = _names_and_ids(flat, source_names, user_names, single=False)
     matrices = {s: _matrix(rows[s], ids[s], len(names)) for s in ids}
