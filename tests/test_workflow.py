@@ -636,3 +636,9 @@ def test_a_head_whose_training_diverged_is_refused_not_saved(settings, tiny_mode
     with pytest.raises(HeadtuneError, match="training diverged.*no longer finite.*smaller --lr or --weight-decay") as err:
         train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, **settings)
     assert "\n" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_threshold_on_single_label_data_is_refused_as_predict_refuses_it(tiny_models, sentiment_dir, tmp_path):
+    with pytest.raises(HeadtuneError, match="--threshold applies to multi-label data only.*drop --threshold"):
+        train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, threshold=0.3)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

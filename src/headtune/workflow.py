@@ -116,6 +116,9 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
                      data_cfg.holdout_fraction, data_cfg.folds)
         data_cfg = replace(data_cfg, folds=1)
     splits = load_splits(data_cfg)
+    if cfg.train.threshold is not None and not splits.multi_label:  # as predict and evaluate: not a silent no-op
+        raise HeadtuneError("--threshold applies to multi-label data only, and this data is single-label; drop "
+                            "--threshold")
     held = "held out of train" if splits.validation_source == "train" else "the dataset's own"
     sizes = f"{len(splits.train.texts):,} train / " + (
         f"{len(splits.validation.texts):,} validation ({held}) / " if splits.validation else "") \
