@@ -32,14 +32,11 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = True) -> N
     if (out / "model").exists() and not overwrite:
         raise HeadtuneError(f"{out} already holds a trained model; pass {flag('overwrite')} to replace it "
                             f"or choose another {flag('output_dir')}")
-    parent = out.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
+    parent = atomic.nearest_existing(out.resolve().parent)
     if not parent.is_dir():
         raise HeadtuneError(f"{flag('output_dir')} {out} cannot be created: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise HeadtuneError(f"cannot write to {parent}; choose another {flag('output_dir')}")
-
 
 
 def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], None], metrics: dict,

@@ -30,6 +30,13 @@ def temp_prefix(stem: str) -> str:
     return f".{stem}.tmp-{os.getpid()}@{_host()}-"
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists, else its closest ancestor that does: where a folder to be made would go."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0o022)  # reading the umask means setting it: it is put straight back
     os.umask(mask)

@@ -34,9 +34,7 @@ def check_cache_dir(folder: str | os.PathLike) -> None:
     first shard is written, it would cost that shard's backbone pass and end in a traceback). A cache that cannot
     be written is not refused: one whose features are all there is read, never written."""
     path = Path(folder)
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = atomic.nearest_existing(path)
     if existing.exists() and not existing.is_dir():
         problem = "is a file, not a folder" if existing == path else f"cannot be created: {existing} is a file"
         raise HeadtuneError(f"{flag('cache_dir')} {path} {problem}; choose another, or pass {flag('no_cache')}")
