@@ -266,6 +266,32 @@ def test_model_folder_with_damaged_weights(how, capsys, train_args, tiny_models,
     refused_train(capsys, train_args(model=folder), "model.safetensors is damaged", "save_pretrained")
 
 
+def edit_config(folder: Path, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_config_of_a_far_bigger_model_is_refused_before_any_work(capsys, train_args, tiny_models, tmp_path):
+    """DistilBERT's settings (dim, n_layers) mean nothing to BERT: transformers would build BERT's defaults,
+    110M parameters filled at random (for a large architecture, memory until the process is killed)."""
+    folder = copy_model(tiny_models["distilbert"], tmp_path / "edited")
+    edit_config(folder, model_type="bert", architectures=["BertModel"])
+    refused_train(capsys, train_args(model=folder), "config.json describes a bert model of 109,188,866 parameters",
+                  "its weights hold 997,952", "does not belong to these weights")
+
+
+def test_config_whose_weights_are_not_in_the_checkpoint_is_refused(capsys, train_args, tiny_models, tmp_path):
+    """Same sizes, other names: every backbone weight would be new and random (the whole model became the
+    "head" and trained)."""
+    folder = copy_model(tiny_models["bert"], tmp_path / "edited")
+    edit_config(folder, model_type="llama", architectures=["LlamaModel"])
+    out = Path(train_args(model=folder)[train_args().index("--output-dir") + 1])
+    code, _, err = run_cli(train_args(model=folder), capsys)
+    assert_one_line_error(code, err.splitlines()[-1] + "\n", "weights hold only 0 of the",
+                          "model type 'llama'", "does not belong to these weights")
+    assert not out.exists()
+
+
 def test_model_folder_that_does_not_exist(capsys, train_args, tmp_path):
     refused_train(capsys, train_args(model=tmp_path / "no-model"), "does not exist", "--model")
 
@@ -497,6 +523,28 @@ def test_predict_damaged_weights(how, capsys, trained, tmp_path):
     damage(folder / "model.safetensors", how)
     code, _, err = run_cli(["predict", "--model", folder, "hello"], capsys)
     assert_one_line_error(code, err, "model.safetensors is damaged", "save_pretrained")
+
+
+SMALL_LLAMA = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+               "intermediate_size": 64}
+
+
+@pytest.mark.parametrize("config, needles", [
+    ({"model_type": "llama", "architectures": ["LlamaForSequenceClassification"], **SMALL_LLAMA},
+     ("weights lack", "model type 'llama'", "model.embed_tokens.weight")),
+    ({"model_type": "bert", "architectures": ["BertForSequenceClassification"]},
+     ("config.json describes a bert model of 109,483,778 parameters", "does not belong"))],
+    ids=["same sizes, other weights", "a far bigger model"])
+def test_predict_config_that_does_not_belong_to_the_weights(config, needles, capsys, trained, tmp_path):
+    """The trained DistilBERT's config.json edited to another model type: a llama of its sizes loads none of
+    its weights (its predictions came from random weights); BERT does not know DistilBERT's size settings
+    (dim, n_layers) and takes its defaults."""
+    folder = copy_model(trained["out"] / "model", tmp_path / "edited")
+    labels = {k: v for k, v in json.loads((folder / "config.json").read_text()).items() if "label" in k}
+    (folder / "config.json").write_text(json.dumps({**labels, **config}))
+    code, out, err = run_cli(["predict", "--model", folder, "hello"], capsys)
+    assert_one_line_error(code, err, *needles)
+    assert out == ""
 
 
 @pytest.mark.parametrize("id2label, needles", [

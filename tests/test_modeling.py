@@ -13,7 +13,8 @@ from headtune.config import ModelConfig
 from headtune.errors import HeadtuneError
 from headtune.architectures import HeadPlan, family_of
 from headtune.checkpoint import body_of
-from headtune.modeling import ModelSource, check_model, identity, load_for_training, max_positions
+from headtune.modeling import (ModelSource, check_model, fallback_head, identity, load_for_training, max_positions,
+                               stored_parameters)
 
 LABELS = ["neg", "pos"]
 
@@ -152,3 +153,17 @@ def test_model_source_checks_a_folder_without_loading_anything(tiny_models, tmp_
     assert source._checked is None  # nothing loaded yet
     with pytest.raises(HeadtuneError, match="no config.json"):
         ModelSource(ModelConfig(model=str(tmp_path)))
+
+
+def test_fallback_head_never_takes_the_backbone(tiny_models):
+    """A checkpoint lacking a few backbone weights (here BERT's pooler) leaves them new: the head is still only
+    the classifier, not the whole backbone."""
+    model = load_for_training(ModelConfig(model=str(tiny_models["bert"]), max_length=32), ["a", "b"], 0,
+                              None).model
+    assert fallback_head(model, {"bert.pooler.dense.weight", "classifier.weight", "classifier.bias"}) == \
+        ("classifier",)
+
+
+def test_stored_parameters_counts_every_number_in_the_weights(tiny_models):
+    weights = load_file(tiny_models["distilbert"] / "model.safetensors")
+    assert stored_parameters(tiny_models["distilbert"]) == sum(t.numel() for t in weights.values()) > 0

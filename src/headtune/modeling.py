@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -137,7 +138,42 @@ def check_model(cfg: ModelConfig):
     tokenizer = load_tokenizer(cfg.model, cfg)
     config = _load(AutoConfig, cfg.model, cfg)
     check_max_length(cfg.max_length, max_positions(config, tokenizer))
+    if hub.looks_local(cfg.model):
+        from transformers import AutoModelForSequenceClassification
+
+        check_size(Path(cfg.model).expanduser(), config,
+                   lambda c: AutoModelForSequenceClassification.from_config(c, trust_remote_code=cfg.trust_remote_code))
     return tokenizer, config
+
+
+def stored_parameters(folder: Path) -> int:
+    """How many numbers the folder's safetensors files hold, from their headers (no tensor is read)."""
+    total = 0
+    for weights in sorted(folder.glob("*.safetensors")):
+        with safe_open(weights, framework="pt") as f:
+            total += sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+    return total
+
+
+def check_size(folder: Path, config, build: Callable[[object], nn.Module]) -> None:
+    """Refuse a folder whose config.json describes a model more than twice the size of its weights.
+
+    A config.json edited to another model_type (or copied from another model) makes transformers build that
+    model and fill what the weights lack at random: for a large architecture's defaults that is billions of
+    parameters, and the process is killed for memory. `build(config)` runs on the meta device (no memory)."""
+    stored = stored_parameters(folder)
+    if not stored:  # pickle weights only: their size is not known without unpickling them
+        return
+    try:
+        with torch.device("meta"):
+            wanted = sum(p.numel() for p in build(config).parameters())
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, AttributeError, KeyError):
+        return  # a class that cannot be built on the meta device: loading says what is wrong, if anything
+    if wanted > 2 * stored:
+        raise HeadtuneError(f"cannot load the model from '{folder}': its config.json describes a "
+                            f"{getattr(config, 'model_type', '?')} model of {wanted:,} parameters, but its weights "
+                            f"hold {stored:,}; the config does not belong to these weights (save the model and its "
+                            f"config again with save_pretrained)")
 
 
 def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, tokenizer, class_config: dict | None = None,
@@ -168,7 +204,21 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     for p in model.parameters():
         p.requires_grad_(False)
     new_keys = set(info.get("missing_keys", ())) | {k for k, *_ in info.get("mismatched_keys", ())}
+    missing, total = backbone_missing(model, new_keys)
+    if 2 * missing > total:  # a random backbone: features, and so the head, would mean nothing
+        raise HeadtuneError(f"cannot load the model from '{cfg.model}': its weights hold only {total - missing:,} of "
+                            f"the {total:,} backbone parameters its config.json (model type "
+                            f"'{model.config.model_type}') describes; the config does not belong to these weights "
+                            f"(save the model and its config again with save_pretrained)")
     return LoadedModel(model.eval(), new_keys)
+
+
+def backbone_missing(model: nn.Module, keys: set[str]) -> tuple[int, int]:
+    """(parameters of the backbone among `keys`, parameters of the backbone)."""
+    base = model.base_model
+    prefix = "" if base is model else f"{model.base_model_prefix}."
+    sizes = {prefix + name: p.numel() for name, p in base.named_parameters()}
+    return sum(sizes.get(key, 0) for key in keys), sum(sizes.values())
 
 
 def quantize_backbone(model: nn.Module) -> None:
@@ -185,8 +235,9 @@ def quantize_backbone(model: nn.Module) -> None:
 
 
 def fallback_head(model: nn.Module, new_keys: set[str]) -> tuple[str, ...]:
-    """An unregistered architecture's head: the top-level modules that loading left new."""
-    modules = tuple(sorted({key.split(".")[0] for key in new_keys}))
+    """An unregistered architecture's head: the top-level modules that loading left new, the backbone excepted
+    (a few backbone weights the checkpoint lacks stay frozen at random: load_for_training refuses many)."""
+    modules = tuple(sorted({key.split(".")[0] for key in new_keys} - {model.base_model_prefix}))
     if not modules:
         raise HeadtuneError(f"cannot tell which modules form the classification head of model type "
                             f"'{model.config.model_type}'")

@@ -16,7 +16,7 @@ import torch
 
 from .config import ModelConfig
 from .errors import HeadtuneError
-from .modeling import _check_local_folder, _load
+from .modeling import _check_local_folder, _load, check_size
 
 SETTINGS_FILE = "headtune.json"
 POOLED_MODEL_TYPE = "headtune_pooled"
@@ -82,15 +82,31 @@ def load_classifier(folder, device: torch.device, allow_pickle: bool = False):
         # the tokenizer belongs to the encoder; given no config, AutoTokenizer would resolve the folder's
         # custom model_type through AutoConfig, which asks whether to run the folder's code
         tokenizer = _load_tokenizer(folder, cfg, _encoder_config(folder, config))
-        model = _load(HeadtunePooledForSequenceClassification, str(folder), cfg, config=config, **weights)
+        check_size(folder, config, HeadtunePooledForSequenceClassification)
+        model, info = _load(HeadtunePooledForSequenceClassification, str(folder), cfg, config=config,
+                            output_loading_info=True, **weights)
     else:
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         config = _load(AutoConfig, str(folder), cfg)
         _check_classifier(folder, config)
         tokenizer = _load_tokenizer(folder, cfg, config)
-        model = _load(AutoModelForSequenceClassification, str(folder), cfg, config=config, **weights)
+        check_size(folder, config, AutoModelForSequenceClassification.from_config)
+        model, info = _load(AutoModelForSequenceClassification, str(folder), cfg, config=config,
+                            output_loading_info=True, **weights)
+    _check_complete(folder, config, info.get("missing_keys", ()))
     return model.to(device).eval(), tokenizer, settings
+
+
+def _check_complete(folder: Path, config, missing) -> None:
+    """A trained classifier holds every weight it uses: one missing was initialised at random just now, so
+    its predictions would not be the trained model's (a config.json edited to another model type, say)."""
+    if missing:
+        names = sorted(missing)
+        raise HeadtuneError(f"cannot load the model from '{folder}': its weights lack {len(names)} tensor(s) that its "
+                            f"config.json (model type '{config.model_type}') needs ({', '.join(names[:3])}"
+                            f"{', ...' if len(names) > 3 else ''}); save the model and its config again with "
+                            f"save_pretrained")
 
 
 def encoder_config(config):
