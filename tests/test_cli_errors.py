@@ -200,6 +200,7 @@ def test_test_size_larger_than_the_split(capsys, train_args):
     ("train-size", "0", "--train-size must be an integer above 0"),
     ("test-size", "-5", "--test-size must be an integer above 0"),
     ("epochs", "0", "--epochs must be an integer above 0"),
+    ("epochs", "100000000000000000000", "--epochs must be at most 10,000"),
     ("lr", "0", "--lr must be a number above 0"),
     ("lr", "-0.01", "--lr must be a number above 0"),
     ("lr", "nan", "--lr must be a number above 0"),

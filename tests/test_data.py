@@ -303,6 +303,24 @@ def test_label_names_too_few(tmp_path):
     refused(tmp_path, "label 2 has no name", "--label-names", label_names=["sad", "glad"])
 
 
+def test_label_names_too_many(tmp_path):
+    """A name no training label has would be an output of the head that never trains."""
+    write(tmp_path, frame(list("abc"), [0, 1, 0]), frame(["d"], [1]))
+    refused(tmp_path, "--label-names gives 3 names", "label 2 ('neutral') never occurs in the train split",
+            label_names=["neg", "pos", "neutral"])
+
+
+def test_label_names_with_a_gap_in_the_train_labels(tmp_path):
+    write(tmp_path, frame(list("abc"), [0, 2, 0]), frame(["d"], [2]))
+    refused(tmp_path, "label 1 ('meh') never occurs in the train split", label_names=["sad", "meh", "glad"])
+
+
+@pytest.mark.parametrize("names", [["neg", ""], [" ", "pos"]])
+def test_label_names_must_not_be_blank(names):
+    with pytest.raises(HeadtuneError, match="--label-names must not be empty or blank"):
+        DataConfig(dataset="x", label_names=names)
+
+
 def test_label_names_for_string_labels(tmp_path):
     write(tmp_path, frame(["a", "b"], ["x", "y"]), frame(["c"], ["x"]))
     refused(tmp_path, "--label-names", "strings", label_names=["p", "q"])

@@ -20,6 +20,7 @@ SMALL_RUN_TEST = 2_000
 DEFAULT_FOLDS = 5
 FOLDS_BUDGET = 100_000  # training rows x labels up to which the folds are the default (folds_for)
 DEFAULT_VAL_FRACTION = 0.1  # --folds 1
+MAX_EPOCHS = 10_000
 
 DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
@@ -150,6 +151,8 @@ class DataSource:
         self.label_names = _strings("label_names", self.label_names)
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise HeadtuneError(f"--label-names must be distinct (got {self.label_names})")
+        if self.label_names is not None and not all(name.strip() for name in self.label_names):
+            raise HeadtuneError(f"--label-names must not be empty or blank (got {self.label_names})")
 
 
 @dataclass
@@ -336,6 +339,9 @@ class TrainConfig:
     def __post_init__(self):
         _check_switches(self)
         _positive("epochs", self.epochs)
+        if self.epochs > MAX_EPOCHS:  # a typo, not a plan: a head on fixed features settles in tens of epochs
+            raise HeadtuneError(f"--epochs must be at most {MAX_EPOCHS:,} (got {self.epochs:,}); --patience stops "
+                                f"early once the validation accuracy stops improving")
         self.lr = parse_lr(self.lr)
         _positive("batch_size", self.batch_size)
         _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)

@@ -96,6 +96,16 @@ def _check_named(values: np.ndarray, names: list[str]) -> None:
                             f"pass one name per label with {flag('label_names')}")
 
 
+def _check_all_trained(train: np.ndarray, names: list[str]) -> None:
+    """Each name the user gave is a class the head learns: a name no training label has (one name too many,
+    or in the wrong place) would become an output that never trains."""
+    absent = np.setdiff1d(np.arange(len(names)), train)
+    if len(absent):
+        raise HeadtuneError(f"{flag('label_names')} gives {len(names)} names, but label {absent[0]} "
+                            f"('{names[absent[0]]}') never occurs in the train split, so the head cannot learn it; "
+                            f"pass one name per label 0..{int(train.max())} that the data has")
+
+
 def _names_and_ids(columns: dict[str, np.ndarray], source_names, user_names, single: bool):
     """Label names and per-split ids of flat label values; the first column is the train split's."""
     ints = {s: as_int_labels(v) for s, v in columns.items()}
@@ -105,6 +115,8 @@ def _names_and_ids(columns: dict[str, np.ndarray], source_names, user_names, sin
             known = NEG_POS
         if known is not None:
             _check_named(np.concatenate(list(ints.values())), known)
+            if user_names:
+                _check_all_trained(next(iter(ints.values())), user_names)
             return list(known), ints
         # e.g. star ratings 1..5: numbered in sorted order, the values are the names
         order = np.unique(next(iter(ints.values())))
