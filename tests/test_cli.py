@@ -48,6 +48,8 @@ def test_json_config_with_dashes_and_the_resolved_configuration(base, tmp_path, 
     ("epochs: three\n", ("--epochs must be an integer above 0",)),
     ("overwrite: 'false'\n", ("--overwrite is on or off: true or false (got 'false')",)),
     ("calibrate: 0\n", ("--calibrate is on or off",)),
+    ("lr: 0.1\nepochs: 2\nlr: 0.01\n", ("is not valid YAML", "'lr' is set twice; keep one")),
+    ("max-length: 32\nmax_length: 64\n", ("sets 'max_length' twice; keep one",)),
 ])
 def test_bad_config_files_are_one_line(base, tmp_path, capsys, text, needles):
     config = tmp_path / "run.yaml"
@@ -97,3 +99,11 @@ def test_evaluate_prints_the_metrics_as_json(base, tmp_path, capsys, sentiment_d
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert result["accuracy"] == metrics["after"]["accuracy"] and result["features"] == "cache"
     assert (tmp_path / "out" / "evaluate-test" / "images" / "CONFUSION_MATRIX.png").is_file()
+
+
+def test_json_config_with_a_setting_written_twice(base, tmp_path, capsys):
+    config = tmp_path / "run.json"
+    config.write_text('{"lr": 0.1, "epochs": 1, "lr": 0.01}')
+    code, _, err = run_cli(base + ["--config", config], capsys)
+    assert_one_line_error(code, err, "is not valid JSON", "'lr' is set twice; keep one")
+    assert not (tmp_path / "out").exists()

@@ -260,6 +260,16 @@ def test_blank_lines_at_the_end_of_stdin_are_ignored(binary, capsys, monkeypatch
     assert [r["text"] for r in rows] == ["a great film", "dull mess"]
 
 
+def test_a_line_is_one_text_whatever_it_holds(binary, tmp_path, capsys):
+    """Only a newline ends a text: a form feed or U+2028 inside scraped text does not split it (str.splitlines
+    would), and a byte-order mark at the start (Windows Notepad's UTF-8) is not part of the first text."""
+    folder, _ = binary
+    path = tmp_path / "texts.txt"
+    path.write_bytes("\ufeffa great film\r\ndull\x0cmess\u2028really\x85\n".encode("utf-8"))
+    rows, _ = predicted(["--model", folder, "--file", path], capsys)
+    assert [r["text"] for r in rows] == ["a great film", "dull\x0cmess\u2028really\x85"]
+
+
 def test_a_blank_line_between_texts_is_still_refused(binary, tmp_path, capsys):
     folder, _ = binary
     path = tmp_path / "texts.txt"

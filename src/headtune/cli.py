@@ -120,11 +120,9 @@ def read_config_file(path: str) -> dict:
         raise HeadtuneError(f"cannot read --config {path}: {getattr(err, 'strerror', None) or err}") from None
     try:
         if path.lower().endswith(".json"):
-            values = json.loads(text)
+            values = json.loads(text, object_pairs_hook=_unique_keys)
         else:
-            import yaml
-
-            values = yaml.safe_load(text)
+            values = _load_yaml(text)
     except Exception as err:  # yaml and json raise several types; all mean "not parseable"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HeadtuneError(f"--config {path} is not valid {'JSON' if path.endswith('.json') else 'YAML'}: "
@@ -141,8 +139,32 @@ def read_config_file(path: str) -> dict:
         if name not in kinds:
             raise HeadtuneError(f"unknown setting '{key}' in --config {path}; it takes train settings by their flag's "
                                 f"name with underscores, e.g. max_length (see headtune train --help)")
+        if name in settings:  # max-length and max_length: one setting written twice
+            raise HeadtuneError(f"--config {path} sets '{name}' twice; keep one")
         settings[name] = _number(value, kinds[name])
     return settings
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object or YAML mapping whose keys are distinct: a setting written twice is a mistake (which one
+    was meant?), not a silent 'the last one wins'."""
+    keys = [key for key, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise ValueError(f"'{twice}' is set twice; keep one")
+    return dict(pairs)
+
+
+def _load_yaml(text: str):
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):  # the mapping's own keys (a merged `<<:` may be overridden)
+            _unique_keys([(self.construct_object(k, deep=deep), None) for k, _ in node.value
+                          if k.tag != "tag:yaml.org,2002:merge"])
+            return super().construct_mapping(node, deep)
+
+    return yaml.load(text, Loader=Loader)
 
 
 def _number(value, kind):
@@ -169,7 +191,9 @@ def read_lines(source: str) -> list[str]:
         raise HeadtuneError(f"{'stdin' if source == '-' else source} is not valid UTF-8 text") from None
     except OSError as err:
         raise HeadtuneError(f"cannot read {source}: {err.strerror}") from None
-    lines = data.splitlines()
+    # one text per line break (\n, \r\n or \r): str.splitlines would also cut a text at a form feed, \x1c-\x1e,
+    # \x85 or U+2028, which scraped texts hold; a byte-order mark from Windows tools is not text
+    lines = data.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
