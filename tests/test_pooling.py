@@ -66,6 +66,17 @@ def test_broken_or_partial_configs_fall_back_to_native_with_one_line(tmp_path, c
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 2
 
 
+@pytest.mark.parametrize("text", ['[{"path": "1_Pooling", "type": ', '{"path": "1_Pooling"}', "\x00\xff"])
+def test_a_damaged_modules_json_is_one_line_not_silence(tmp_path, caplog, text):
+    """The model may well be a sentence-embedding model read by mean pooling: native instead is said aloud."""
+    folder = st_folder(tmp_path / "st", {"pooling_mode_mean_tokens": True})
+    (folder / "modules.json").write_text(text)
+    with caplog.at_level(logging.WARNING):
+        assert resolve("auto", str(folder)) == "native"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "modules.json is not a readable JSON list" in warnings[0], warnings
+
+
 def test_an_explicit_pooling_is_kept(tmp_path):
     folder = st_folder(tmp_path / "mean", {"pooling_mode_mean_tokens": True})
     for pooling in ("native", "cls", "mean"):

@@ -19,10 +19,13 @@ log = logging.getLogger(__name__)
 
 POOLING_MODULE = "sentence_transformers.models.Pooling"
 MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+NONE = "no sentence-transformers configuration"
+UNREADABLE = object()  # a file that is there but is not JSON (None: no such file)
 
 
-def _read_json(model: str, filename: str, revision: str | None) -> dict | list | None:
-    """A JSON file of a local model folder or a Hub repository (from the local cache when offline)."""
+def _read_json(model: str, filename: str, revision: str | None):
+    """A JSON file of a local model folder or a Hub repository (from the local cache when offline): its value,
+    None without such a file, UNREADABLE when it is not JSON."""
     if hub.looks_local(model):
         path = Path(model).expanduser() / filename
     else:
@@ -32,15 +35,17 @@ def _read_json(model: str, filename: str, revision: str | None) -> dict | list |
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return UNREADABLE
 
 
 def sentence_transformers_pooling(model: str, revision: str | None = None) -> tuple[str | None, str]:
     """(pooling, description): "mean" or "cls" when the model's sentence-transformers configuration says so;
     None with the reason otherwise (no configuration, or a pooling headtune does not offer)."""
     modules = _read_json(model, "modules.json", revision)
-    if not isinstance(modules, list):
-        return None, "no sentence-transformers configuration"
+    if modules is None:
+        return None, NONE
+    if not isinstance(modules, list):  # damaged or hand-edited: say so, or the model is read the wrong way silently
+        return None, "its sentence-transformers modules.json is not a readable JSON list of modules"
     folder = next((m.get("path") for m in modules if isinstance(m, dict) and m.get("type") == POOLING_MODULE), None)
     if folder is None:
         return None, "its sentence-transformers modules have no Pooling module"
@@ -61,6 +66,6 @@ def resolve(requested: str, model: str, revision: str | None = None) -> str:
     if found is not None:
         log.info("--pooling auto: %s, from the model's %s", found, why)
         return found
-    if why != "no sentence-transformers configuration":
+    if why != NONE:
         log.warning("--pooling auto: %s; reading the architecture's own head input (native) instead", why)
     return "native"
