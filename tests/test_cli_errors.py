@@ -327,7 +327,14 @@ def test_hub_model_name_while_offline(capsys, train_args):
 
 def test_hub_dataset_name_while_offline(capsys, train_args):
     refused_train(capsys, train_args(dataset="someone/not-cached-dataset"), "cannot reach the Hugging Face Hub",
-                  "'someone/not-cached-dataset'", "--model PATH", "--dataset PATH")
+                  "'someone/not-cached-dataset'", "no local folder 'someone/not-cached-dataset'", "--model PATH",
+                  "--dataset PATH")
+
+
+@pytest.mark.parametrize("path", ["data/sub/train", "data\\train"])
+def test_a_path_no_hub_name_can_be_is_a_missing_path(capsys, train_args, path):
+    """Hub ids are `name` or `owner/name`: a deeper path or a backslash is a mistyped folder, not the Hub."""
+    refused_train(capsys, train_args(dataset=path), f"dataset path {path} does not exist")
 
 
 def test_default_hub_names_while_offline_stop_at_once(capsys, tmp_path, monkeypatch):

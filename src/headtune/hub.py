@@ -12,8 +12,9 @@ from urllib.parse import urlparse
 
 
 def looks_local(name: str) -> bool:
-    """A name the user meant as a path on disk rather than a Hub repository id."""
-    return os.path.exists(name) or name.startswith(("/", "./", "../", "~", ".\\"))
+    """A name the user meant as a path on disk rather than a Hub repository id (`name` or `owner/name`)."""
+    return os.path.exists(name) or name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 \
+        or "\\" in name
 
 
 def hub_offline_mode() -> bool:
@@ -35,8 +36,10 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def offline_message(kind: str, name: str) -> str:
-    return (f"cannot reach the Hugging Face Hub to download {kind} '{name}' and it is not in the local cache; "
-            f"work offline with a local model folder (--model PATH) and a local dataset folder (--dataset PATH)")
+    # a mistyped local folder looks like a Hub name: say that no such folder exists either
+    return (f"cannot reach the Hugging Face Hub to download {kind} '{name}', it is not in the local cache, and there "
+            f"is no local folder '{name}'; work offline with a local model folder (--model PATH) and a local dataset "
+            f"folder (--dataset PATH)")
 
 
 def cached_file(repo: str, filename: str, revision: str | None = None, download: bool = True) -> str | None:
