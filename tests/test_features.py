@@ -121,6 +121,35 @@ def test_tokenize_cuts_the_side_the_tokenizer_is_set_to(tokenizer):
     assert cut.truncated.tolist() == kept.truncated.tolist() == [True, False]
 
 
+class _Spy:
+    """A tokenizer that records the longest text it was given."""
+
+    def __init__(self, inner):
+        self.inner, self.longest = inner, 0
+        self.truncation_side = inner.truncation_side
+
+    def __call__(self, texts, **kwargs):
+        self.longest = max(self.longest, *map(len, texts))
+        return self.inner(texts, **kwargs)
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_a_huge_text_is_read_only_as_far_as_its_kept_tokens_need(tokenizer, side):
+    """A 30 MB line took GBs and tens of seconds to tokenize for 16 tokens: the tokenizer now sees at most
+    CHARS_PER_TOKEN x max_length characters of the kept end, with the same tokens as the whole text gives."""
+    from headtune.features import CHARS_PER_TOKEN
+
+    sided = copy.deepcopy(tokenizer)
+    sided.truncation_side = side
+    huge = "a great film " + "and a very good plot " * 2_000 + "but a dull ending"
+    spy = _Spy(sided)
+    tok = tokenize(spy, [huge, "great"], max_length=16)
+    assert spy.longest == 16 * CHARS_PER_TOKEN < len(huge)
+    assert tok.ids[0] == sided(huge, truncation=True, max_length=16)["input_ids"]
+    assert tok.ids[1] == sided("great")["input_ids"]
+    assert tok.truncated.tolist() == [True, False]
+
+
 class _NoEncodings:
     """A tokenizer without the fast tokenizers' `encodings` (as slow / Python-backend tokenizers are)."""
 

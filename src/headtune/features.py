@@ -64,15 +64,31 @@ class PassStats:
         return cls(**totals, **longest)
 
 
+# A tokenizer splits the whole text before truncation drops all but max_length tokens: a 30 MB line took GBs and
+# tens of seconds. Only the end truncation keeps is read, up to this many characters per token kept; a token is
+# rarely over 20 characters, so only a text padded with thousands of spaces or control characters loses tokens.
+CHARS_PER_TOKEN = 1000
+
+
 def tokenize(tokenizer, texts: list[str], max_length: int) -> Tokenized:
     """Token ids without padding, truncated to max_length, and which texts were cut."""
+    texts, shortened = _shortened(texts, max_length * CHARS_PER_TOKEN, getattr(tokenizer, "truncation_side", "right"))
     enc = tokenizer(texts, truncation=True, max_length=max_length)
     if getattr(enc, "encodings", None):  # fast tokenizers keep what truncation cut off
         truncated = np.array([bool(e.overflowing) for e in enc.encodings], dtype=bool)
     else:  # a text of exactly max_length tokens is not cut: compare with its untruncated length
         full = tokenizer(texts, truncation=False)["input_ids"]
         truncated = np.array([len(ids) > max_length for ids in full], dtype=bool)
-    return Tokenized(list(enc["input_ids"]), truncated)
+    return Tokenized(list(enc["input_ids"]), truncated | shortened)
+
+
+def _shortened(texts: list[str], limit: int, side: str) -> tuple[list[str], np.ndarray]:
+    """Each text longer than `limit` characters cut to the `limit` characters at the end truncation keeps."""
+    cut = np.fromiter((len(t) > limit for t in texts), dtype=bool, count=len(texts))
+    if not cut.any():
+        return texts, cut
+    keep = (lambda t: t[-limit:]) if side == "left" else (lambda t: t[:limit])
+    return [keep(t) if len(t) > limit else t for t in texts], cut
 
 
 def length_order(lengths: np.ndarray) -> np.ndarray:
