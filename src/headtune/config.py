@@ -309,7 +309,7 @@ class FeatureConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = field(default=3, metadata=_help("Passes over the training set."))
+    epochs: int = field(default=3, metadata=_help(f"Passes over the training set (at most {MAX_EPOCHS:,})."))
     lr: float | str = field(default="auto", metadata=_help(
         "AdamW learning rate of the head, or auto: heads for a log grid of rates (3e-4 to 3e-1) train together "
         "on the cached features and the best on the validation split is kept.", parse=parse_lr))
