@@ -252,6 +252,24 @@ def test_confusion_matrix_77_labels_is_big_without_cell_text(tmp_path):
     assert fig.get_window_extent(renderer).contains(*names[0].p0)  # the longest names fit in the figure
 
 
+@pytest.mark.parametrize("metrics", [single_label([f"L{i}" for i in range(1000)], seed=3), multi_label(1000)],
+                         ids=["single-label", "multi-label"])
+def test_a_thousand_labels_make_a_chart_of_fixed_size_without_names(metrics, tmp_path):
+    """A row per named label made a 19,000-pixel square for 1,000 labels (14 GB to draw; 3,000 were killed)."""
+    from headtune.report import DPI, NAMES_MAX, UNNAMED_SIZE
+
+    assert len(metrics["labels"]) > NAMES_MAX
+    fig = confusion_matrix_figure(metrics, "t")
+    ax = fig.axes[0]
+    assert tuple(fig.get_size_inches()) == UNNAMED_SIZE and texts(ax) == []
+    _, renderer = render(fig)
+    shown = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert {"0", "500", "900"} <= set(shown) and len(shown) <= 13 and "L5" not in shown  # label ids, a few
+    assert "1,000, in metrics.json's order" in ax.get_ylabel()
+    confusion_matrix_chart(metrics, "t", tmp_path / "c.png")
+    assert assert_png(tmp_path / "c.png", size=None) == (UNNAMED_SIZE[0] * DPI, UNNAMED_SIZE[1] * DPI)
+
+
 def test_confusion_matrix_ten_labels_writes_counts():
     metrics = single_label([f"class {i}" for i in range(10)])
     ax = confusion_matrix_figure(metrics, "t").axes[0]

@@ -30,6 +30,10 @@ RELIABILITY = "images/RELIABILITY.png"
 SIZE, DPI = (6.4, 4.4), 120  # 768 x 528 pixels
 BEFORE, AFTER, VALIDATION, GUIDE = "#9aa5b1", "#2f6db5", "#e07b39", "#555555"
 CELL_TEXT_MAX = 20  # more labels than this: cells too small for their counts
+# More labels than this: no name per row, and a figure of fixed size (the cells shrink). With a row per name a
+# chart of 1,000 labels was 19,000 pixels square and took 14 GB to draw; 3,000 were killed for memory.
+NAMES_MAX = 150
+UNNAMED_SIZE = (9.0, 8.0)
 
 Chart = Callable[[dict, str, Path], None]
 
@@ -200,10 +204,12 @@ def _row_shares(counts: np.ndarray) -> np.ndarray:
     return np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)  # a row never seen: all 0
 
 
-def _heat_map(fig: Figure, ax, counts: np.ndarray, shares: np.ndarray, text_size: float | None, what: str) -> None:
+def _heat_map(fig: Figure, ax, counts: np.ndarray, shares: np.ndarray, text_size: float | None, what: str,
+              interpolation: str = "antialiased") -> None:
     # Square-root colour scale: a 5 % confusion is what one looks for, and on a linear scale it is
     # nearly as pale as 0.
-    image = ax.imshow(shares, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), aspect="auto")
+    image = ax.imshow(shares, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), aspect="auto",
+                      interpolation=interpolation)
     bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
     bar.set_label(what, fontsize=8)
     bar.ax.tick_params(labelsize=7)
@@ -220,10 +226,10 @@ def confusion_matrix_figure(metrics: dict, title: str) -> Figure:
     those without), counts always written in (four wide columns leave room)."""
     names = metrics["labels"]
     k = len(names)
-    small = k > CELL_TEXT_MAX
+    small, named = k > CELL_TEXT_MAX, k <= NAMES_MAX
     tick = 6 if small else 9
     # Label names take room beside and below the cells: ~0.6 em per character
-    margin = 0.8 + max(len(n) for n in names) * tick * 0.6 / 72
+    margin = 0.8 + max(len(n) for n in names) * tick * 0.6 / 72 if named else 0.8
     if "confusion" in metrics["test"]:  # multi-label
         table = [metrics["test"]["confusion"][n] for n in names]
         counts = np.array([[c["tp"], c["fp"], c["fn"], c["tn"]] for c in table])
@@ -231,28 +237,39 @@ def confusion_matrix_figure(metrics: dict, title: str) -> Figure:
         positives, negatives = _row_shares(counts[:, [0, 2]]), _row_shares(counts[:, [1, 3]])
         shares = np.column_stack([positives[:, 0], negatives[:, 0], positives[:, 1], negatives[:, 1]])
         height = k * (0.17 if small else 0.3) + 1.6
-        fig = Figure(figsize=(max(SIZE[0], margin + 5.5), max(SIZE[1], height)), dpi=DPI)
+        fig = Figure(figsize=(max(SIZE[0], margin + 5.5), max(SIZE[1], height)) if named else UNNAMED_SIZE, dpi=DPI)
         ax = fig.subplots()
-        _heat_map(fig, ax, counts, shares, 6 if small else 9,
-                  "Rate: TP, FN of the texts with the label; FP, TN of those without")
+        _heat_map(fig, ax, counts, shares, (6 if small else 9) if named else None,
+                  "Rate: TP, FN of the texts with the label; FP, TN of those without", "nearest")  # 4 sharp columns
         ax.set_xticks(range(4), ["TP", "FP", "FN", "TN"], fontsize=9)
-        ax.set_yticks(range(k), names, fontsize=tick)
+        _name_rows(ax, names, tick, named, "y")
+        if not named:
+            ax.set_ylabel(f"Label ({k:,}, in metrics.json's order)")
         ax.set_xlabel("Count per label over the test texts")
     else:
         counts = np.array(metrics["test"]["confusion_matrix"])
         side = k * (0.16 if small else 0.5) + margin + 0.8
-        fig = Figure(figsize=(max(SIZE[0], side + 1.6), max(SIZE[1], side)), dpi=DPI)
+        fig = Figure(figsize=(max(SIZE[0], side + 1.6), max(SIZE[1], side)) if named else UNNAMED_SIZE, dpi=DPI)
         ax = fig.subplots()
         text = None if small else (11 if k <= 4 else 8 if k <= 10 else 7.5)
         _heat_map(fig, ax, counts, _row_shares(counts), text, "Share of the true label's texts")
-        ax.set_xticks(range(k), names, fontsize=tick, rotation=90 if k > 6 or margin > 2 else 0)
-        ax.set_yticks(range(k), names, fontsize=tick)
-        ax.set_xlabel("Predicted label")
-        ax.set_ylabel("True label")
+        _name_rows(ax, names, tick, named, "x", rotation=90 if k > 6 or margin > 2 else 0)
+        _name_rows(ax, names, tick, named, "y")
+        ax.set_xlabel("Predicted label" + ("" if named else f" ({k:,}, in metrics.json's order)"))
+        ax.set_ylabel("True label" + ("" if named else f" ({k:,}, in metrics.json's order)"))
         ax.set_aspect("equal")
     ax.tick_params(length=2)
     ax.set_title(title, fontsize=10)
     return fig
+
+
+def _name_rows(ax, names: list[str], size: float, named: bool, axis: str, rotation: float = 0) -> None:
+    """A tick with its name per label; beyond NAMES_MAX, a few numbered ticks (label ids) instead."""
+    if named:
+        getattr(ax, f"set_{axis}ticks")(range(len(names)), names, fontsize=size, rotation=rotation)
+    else:
+        getattr(ax, f"{axis}axis").set_major_locator(MaxNLocator(10, integer=True))
+        ax.tick_params(axis=axis, labelsize=7)
 
 
 def confusion_matrix_chart(metrics: dict, title: str, path: Path) -> None:
