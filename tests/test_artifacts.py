@@ -127,3 +127,53 @@ def test_charts_interrupted_while_finishing_are_stopped_before_the_folder_is_rem
         write_artifacts(tmp_path / "run", save(loaded), IMDB, charts, overwrite=False)
     assert charts.calls == ["start", "finish", "stop"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_on_a_filesystem_of_its_own(loaded, tmp_path, monkeypatch):
+    """A mount point (a container's volume, say): a rename into or out of it fails with EXDEV. The artifacts were
+    staged beside it, and a whole run was lost at the last step."""
+    import errno
+
+    out = tmp_path / "volume"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's own file")
+    real_rename, real_replace = os.rename, os.replace
+
+    def inside(path) -> bool:
+        return os.path.abspath(path).startswith(str(out) + os.sep)
+
+    def one_filesystem(rename):
+        def checked(src, dst):
+            if inside(src) != inside(dst):
+                raise OSError(errno.EXDEV, "Invalid cross-device link", str(src))
+            return rename(src, dst)
+        return checked
+
+    monkeypatch.setattr(os, "rename", one_filesystem(real_rename))
+    monkeypatch.setattr(os, "replace", one_filesystem(real_replace))
+    for run in (1, 2):
+        metrics = dict(IMDB, run=run)
+        write_artifacts(out, save(loaded), metrics, DrawHere(metrics, "t"), overwrite=run == 2)
+        assert json.loads((out / "metrics.json").read_text())["run"] == run
+    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.json", "model", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["volume"]
+
+
+@pytest.mark.parametrize("exists", [True, False], ids=["folder there", "folder made by the runs"])
+def test_of_two_runs_saving_at_once_without_overwrite_one_wins(loaded, tmp_path, exists):
+    """Both found no model/ when they started; the one that renames model/ in first keeps the folder, and the
+    other is refused in one line instead of replacing the first one's model unasked."""
+    out = tmp_path / "run"
+    if exists:
+        out.mkdir()
+    first, second = dict(IMDB, run=1), dict(IMDB, run=2)
+
+    def save_while_another_run_finishes(folder):
+        write_artifacts(out, save(loaded), second, DrawHere(second, "t"), overwrite=False)  # finishes first
+        save(loaded)(folder)
+
+    with pytest.raises(HeadtuneError, match="already holds a trained model, saved by another run"):
+        write_artifacts(out, save_while_another_run_finishes, first, DrawHere(first, "t"), overwrite=False)
+    assert json.loads((out / "metrics.json").read_text())["run"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.json", "model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

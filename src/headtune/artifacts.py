@@ -1,7 +1,7 @@
 """The run's artifacts: model folder, metrics.json and the charts, written atomically.
 
-Everything is first written to a temporary folder beside the output folder and then
-renamed into place, so a crash or Ctrl-C never leaves a half-written `model/` or
+Everything is first written to a temporary folder (inside the output folder if it exists, else beside
+it: on the same filesystem) and then renamed into place, so a crash or Ctrl-C never leaves a half-written `model/` or
 `metrics.json` behind, and an earlier run's artifacts survive until the new ones are whole.
 
 metrics.json is written first, so that charts drawn by a second process (drawing.py) read the very
@@ -9,6 +9,7 @@ file they illustrate while this one saves the model.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -32,6 +33,8 @@ def check_output_dir(output_dir: str | os.PathLike, overwrite: bool = True) -> N
     if (out / "model").exists() and not overwrite:
         raise HeadtuneError(f"{out} already holds a trained model; pass {flag('overwrite')} to replace it "
                             f"or choose another {flag('output_dir')}")
+    if out.is_dir() and not os.access(out, os.W_OK):  # the artifacts are staged inside it
+        raise HeadtuneError(f"cannot write to {out}; choose another {flag('output_dir')}")
     parent = atomic.nearest_existing(out.resolve().parent)
     if not parent.is_dir():
         raise HeadtuneError(f"{flag('output_dir')} {out} cannot be created: {parent} is a file, not a folder")
@@ -46,8 +49,12 @@ def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], 
     out = Path(output_dir)
     check_output_dir(out, overwrite)  # again: another run may have finished meanwhile
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.remove_stale(out.parent, out.name)  # a staging folder left by a run killed while saving
-    staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(out.name), dir=out.parent))
+    # Staged where every rename stays on one filesystem: inside an existing output folder (it may be a mount point,
+    # a container's volume), else beside the folder to be made. A rename across filesystems fails (EXDEV).
+    home = out if out.is_dir() else out.parent
+    stem = "artifacts" if home == out else out.name
+    atomic.remove_stale(home, stem)  # a staging folder left by a run killed while saving
+    staging = Path(tempfile.mkdtemp(prefix=atomic.temp_prefix(stem), dir=home))
     try:
         (staging / "images").mkdir()  # even with no charts: the artifact set stays the same
         with open(staging / "metrics.json", "w") as f:
@@ -63,13 +70,31 @@ def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], 
             raise
         for path in [staging, *staging.rglob("*")]:  # transformers' save_pretrained, too, writes its weights private
             atomic.usual_mode(path)
-        if not out.exists():
-            os.replace(staging, out)  # one rename: the whole folder appears at once
-            return out
-        for name in ARTIFACTS:
-            if (out / name).exists():
-                os.replace(out / name, staging / f".old-{name}")
-            os.replace(staging / name, out / name)
+        if home != out:
+            try:
+                os.rename(staging, out)  # one rename: the whole folder appears at once
+                return out
+            except OSError as err:  # another run made the folder meanwhile: move in artifact by artifact
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        _move_into(staging, out, overwrite)
         return out
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into(staging: Path, out: Path, overwrite: bool) -> None:
+    """Each artifact renamed into out; model/ first, since without --overwrite its rename is the claim on the
+    folder: another run that saved a model there meanwhile makes it fail, and this run stops before it touches
+    that run's metrics.json or charts."""
+    for name in ARTIFACTS:
+        if (out / name).exists() and (overwrite or name != "model"):
+            os.replace(out / name, staging / f".old-{name}")
+        try:
+            os.rename(staging / name, out / name)  # onto an existing, non-empty model/: ENOTEMPTY (or EEXIST)
+        except OSError as err:
+            if name == "model" and err.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise HeadtuneError(f"{out} already holds a trained model, saved by another run while this one "
+                                    f"worked; pass {flag('overwrite')} to replace it or choose another "
+                                    f"{flag('output_dir')}") from None
+            raise
