@@ -177,3 +177,16 @@ def test_of_two_runs_saving_at_once_without_overwrite_one_wins(loaded, tmp_path,
     assert json.loads((out / "metrics.json").read_text())["run"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["images", "metrics.json", "model"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_full_disk_while_saving_is_one_line_and_leaves_nothing(tmp_path):
+    import errno
+
+    def full(folder):
+        folder.mkdir()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder / "model.safetensors"))
+
+    out = tmp_path / "run"
+    with pytest.raises(HeadtuneError, match=r"cannot write to .*run: No space left on device; nothing of this run"):
+        write_artifacts(out, full, IMDB, DrawHere(IMDB, "t"), overwrite=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the folder nor a staging folder

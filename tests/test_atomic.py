@@ -88,3 +88,17 @@ def test_what_is_written_gets_the_permissions_the_umask_gives(tmp_path):
     assert stat.S_IMODE((tmp_path / "key.json").stat().st_mode) == 0o640
     assert stat.S_IMODE(folder.stat().st_mode) == 0o750
     assert os.umask(saved) == saved  # the umask is as it was
+
+
+def test_disk_problems_are_told_apart_from_other_errors():
+    import errno
+
+    from safetensors import SafetensorError
+
+    assert atomic.disk_problem(OSError(errno.ENOSPC, "x")) == os.strerror(errno.ENOSPC)
+    assert atomic.disk_problem(OSError(errno.EROFS, "x")) == os.strerror(errno.EROFS)
+    assert atomic.disk_problem(SafetensorError(
+        "Error while serializing: I/O error: No space left on device (os error 28)")) == os.strerror(28)
+    assert atomic.disk_problem(OSError(errno.ENOENT, "x")) is None  # a missing file is no disk problem
+    assert atomic.disk_problem(SafetensorError("Error while deserializing header: header too small")) is None
+    assert atomic.disk_problem(ValueError("(os error 28)")) == os.strerror(28)  # the message names it

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 import headtune
 from headtune.cache import FeatureCache, cache_key, texts_digest
 from headtune.config import ModelConfig
+from headtune.errors import HeadtuneError
 from conftest import Backbone
 from headtune.features import feature_key_parts
 from headtune.modeling import identity
@@ -224,3 +225,18 @@ def test_no_cache_writes_nothing(tiny_models, sentiment_dir, tmp_path):
     assert metrics["backbone_pass"]["train"]["computed_shards"] == 1
     assert metrics["backbone_pass"]["train"]["cached_shards"] == 0
     assert not cache.exists() or list(cache.rglob("*")) == []
+
+
+def test_a_full_disk_is_one_line_naming_the_cache_and_the_way_out(tmp_path, monkeypatch):
+    """safetensors says 'No space left on device (os error 28)': that was an internal error (exit 1)."""
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(headtune.cache, "save_file", full)
+    cache = FeatureCache(tmp_path, "k", {"x": 1})
+    with pytest.raises(HeadtuneError, match=r"cannot write the feature cache in .*: No space left on device; "
+                                            r"choose another --cache-dir, free space there, or pass --no-cache"):
+        cache.save(0, {"features": torch.ones(2, 3)})
+    assert [p.name for p in cache.folder.iterdir()] == ["key.json"]  # no temporary left behind

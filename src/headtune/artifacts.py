@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from safetensors import SafetensorError
+
 from . import atomic
 from .drawing import Charts
 from .errors import HeadtuneError, flag
@@ -47,6 +49,18 @@ def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], 
     """Save metrics.json, the charts (`charts`, drawn into images/) and model/ (`save_model(folder)` writes it)
     under output_dir, each renamed into place whole."""
     out = Path(output_dir)
+    try:
+        return _write(out, save_model, metrics, charts, overwrite)
+    except (OSError, SafetensorError) as err:
+        problem = atomic.disk_problem(err)
+        if problem is None:
+            raise
+        raise HeadtuneError(f"cannot write to {out}: {problem}; nothing of this run was written there: free space "
+                            f"or choose another {flag('output_dir')} (with its features cached, a rerun costs "
+                            f"seconds)") from None
+
+
+def _write(out: Path, save_model: Callable[[Path], None], metrics: dict, charts: Charts, overwrite: bool) -> Path:
     check_output_dir(out, overwrite)  # again: another run may have finished meanwhile
     out.parent.mkdir(parents=True, exist_ok=True)
     # Staged where every rename stays on one filesystem: inside an existing output folder (it may be a mount point,

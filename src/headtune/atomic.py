@@ -8,6 +8,7 @@ when they are so old that no writer can still be at work on them.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -101,3 +102,17 @@ def remove_stale(folder: Path, stem: str) -> int:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+# A full disk, a quota, a read-only filesystem, no permission: the user's machine, not a bug of headtune.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def disk_problem(err: BaseException) -> str | None:
+    """What is wrong with the disk, when `err` (an OSError, or safetensors' error naming the OS error) is about
+    the disk a file was being written to; None otherwise."""
+    code = getattr(err, "errno", None)
+    if code is None:  # safetensors: "I/O error: No space left on device (os error 28)"
+        found = re.search(r"\(os error (\d+)\)", str(err))
+        code = int(found.group(1)) if found else None
+    return os.strerror(code) if code in DISK_ERRORS else None
