@@ -206,6 +206,7 @@ def test_test_size_larger_than_the_split(capsys, train_args):
     ("lr", "nan", "--lr must be a number above 0"),
     ("batch-size", "0", "--batch-size must be an integer above 0"),
     ("max-length", "0", "--max-length must be an integer above 0"),
+    ("max-length", "2", "--max-length 2 leaves no room for text: this model's tokenizer adds 2 special tokens"),
     ("shard-size", "-1", "--shard-size must be an integer above 0"),
     ("pad-to-multiple-of", "0", "--pad-to-multiple-of must be an integer above 0"),
     ("max-tokens-per-batch", "0", "--max-tokens-per-batch must be an integer above 0"),
@@ -566,6 +567,11 @@ def test_predict_config_whose_labels_do_not_fit(id2label, needles, capsys, train
     (folder / "config.json").write_text(json.dumps(config))
     code, _, err = run_cli(["predict", "--model", folder, "hello"], capsys)
     assert_one_line_error(code, err, *needles)
+
+
+def test_predict_max_length_that_leaves_no_room_for_text(capsys, trained):
+    code, _, err = run_cli(["predict", "--model", trained["out"] / "model", "--max-length", "1", "hi"], capsys)
+    assert_one_line_error(code, err, "--max-length 1 leaves no room for text", "pass --max-length 3 or more")
 
 
 def test_predict_max_length_above_the_limit(capsys, trained):

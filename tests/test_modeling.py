@@ -167,3 +167,13 @@ def test_fallback_head_never_takes_the_backbone(tiny_models):
 def test_stored_parameters_counts_every_number_in_the_weights(tiny_models):
     weights = load_file(tiny_models["distilbert"] / "model.safetensors")
     assert stored_parameters(tiny_models["distilbert"]) == sum(t.numel() for t in weights.values()) > 0
+
+
+def test_a_model_without_a_position_limit_takes_the_tokenizers():
+    """XLNet's config says max_position_embeddings = -1 (relative positions, no limit): the limit was -1 and
+    every --max-length was refused ('pass --max-length -1 or less')."""
+    from types import SimpleNamespace
+
+    xlnet = SimpleNamespace(max_position_embeddings=-1, model_type="xlnet")
+    assert max_positions(xlnet, SimpleNamespace(model_max_length=1000)) == 1000
+    assert max_positions(xlnet, None) == 512  # nothing says: the usual encoder length

@@ -117,7 +117,7 @@ def max_length_for(asked: int | None, model, tokenizer, saved: dict) -> int:
     config = encoder_config(model.config)
     positions = max_positions(config, None)  # the encoder's own limit, whatever the tokenizer records
     if asked is not None:
-        check_max_length(asked, positions)
+        check_max_length(asked, positions, tokenizer)
         return asked
     return min(saved.get("max_length") or max_positions(config, tokenizer), positions)
 

@@ -115,16 +115,23 @@ def max_positions(model_or_config, tokenizer) -> int:
     if 0 < getattr(tokenizer, "model_max_length", 0) < 100_000:
         limits.append(tokenizer.model_max_length)
     positions = getattr(config, "max_position_embeddings", None)
-    if positions:
+    if positions and positions > 0:  # XLNet's is -1: no limit
         family = family_of(config.model_type)
         limits.append(positions - (family.position_offset if family else 0))
     return min(limits) if limits else 512
 
 
-def check_max_length(max_length: int, limit: int) -> None:
+def check_max_length(max_length: int, limit: int, tokenizer=None) -> None:
+    """`max_length` within the model's limit and, given the tokenizer, above the special tokens it adds to every
+    text (at or below them, transformers leaves texts uncut, or keeps only [CLS] [SEP]: every text the same)."""
     if max_length > limit:
         raise HeadtuneError(f"{flag('max_length')} {max_length} is above this model's limit of {limit} tokens; "
                             f"pass {flag('max_length')} {limit} or less")
+    specials = tokenizer.num_special_tokens_to_add() if tokenizer is not None else 0
+    if max_length <= specials:
+        raise HeadtuneError(f"{flag('max_length')} {max_length} leaves no room for text: this model's tokenizer adds "
+                            f"{specials} special tokens to every text; pass {flag('max_length')} {specials + 1} or "
+                            f"more")
 
 
 def check_model(cfg: ModelConfig):
@@ -137,7 +144,7 @@ def check_model(cfg: ModelConfig):
         _check_local_folder(Path(cfg.model).expanduser(), cfg.allow_pickle)
     tokenizer = load_tokenizer(cfg.model, cfg)
     config = _load(AutoConfig, cfg.model, cfg)
-    check_max_length(cfg.max_length, max_positions(config, tokenizer))
+    check_max_length(cfg.max_length, max_positions(config, tokenizer), tokenizer)
     if hub.looks_local(cfg.model):
         from transformers import AutoModelForSequenceClassification
 
