@@ -204,6 +204,21 @@ def test_budget_batching_returns_features_in_original_order(distilbert):
     assert stats.padded_tokens == expected_padded
 
 
+def test_collate_never_pads_past_the_cap():
+    """--pad-to-multiple-of above --max-length padded batches past the model's positions: an internal error."""
+    ids, mask = collate([[5, 6, 7], [8]], pad_id=0, multiple=1000, cap=5)
+    assert ids.shape == (2, 5) and mask.sum().item() == 4
+    assert collate([[1, 2, 3, 4]], pad_id=0, multiple=3, cap=5)[0].shape == (1, 5)  # 6 would pass the cap
+    assert collate([[1, 2, 3, 4, 5]], pad_id=0, multiple=4, cap=5)[0].shape == (1, 5)  # never below the longest
+
+
+def test_a_multiple_above_max_length_pads_to_max_length(distilbert):
+    exact, _ = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4)
+    capped, stats = _extract(distilbert, TEXTS, max_tokens_per_batch=10_000, shard_size=4, pad_to_multiple_of=1000)
+    assert torch.allclose(capped, exact, atol=1e-5, rtol=0)
+    assert stats.padded_tokens == len(TEXTS) * MAX_LENGTH  # every batch padded to --max-length, not to 1,000
+
+
 def test_rounded_widths_change_padding_not_features(distilbert):
     exact, exact_stats = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4)
     rounded, stats = _extract(distilbert, TEXTS, max_tokens_per_batch=64, shard_size=4, pad_to_multiple_of=8)

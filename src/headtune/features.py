@@ -96,12 +96,14 @@ def length_order(lengths: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(lengths), kind="stable")
 
 
-def padded_width(longest: int, multiple: int = 1) -> int:
-    """A batch's padded length: its longest row, rounded up to a multiple of `multiple`."""
-    return -(-longest // multiple) * multiple
+def padded_width(longest: int, multiple: int = 1, cap: int | None = None) -> int:
+    """A batch's padded length: its longest row, rounded up to a multiple of `multiple`, but not past `cap` (the
+    --max-length: beyond the model's positions, a padded batch cannot even run)."""
+    return max(longest, min(-(-longest // multiple) * multiple, cap or math.inf))
 
 
-def plan_batches(sorted_lengths: np.ndarray, max_tokens: int, multiple: int = 1) -> list[tuple[int, int]]:
+def plan_batches(sorted_lengths: np.ndarray, max_tokens: int, multiple: int = 1,
+                 cap: int | None = None) -> list[tuple[int, int]]:
     """Split lengths sorted longest-first into (start, end) batches of at most max_tokens padded tokens.
 
     The first row of a batch is its longest, so rows x its padded width is the padded size; with
@@ -110,7 +112,7 @@ def plan_batches(sorted_lengths: np.ndarray, max_tokens: int, multiple: int = 1)
     """
     batches, start, n = [], 0, len(sorted_lengths)
     while start < n:
-        rows = max(1, max_tokens // max(1, padded_width(int(sorted_lengths[start]), multiple)))
+        rows = max(1, max_tokens // max(1, padded_width(int(sorted_lengths[start]), multiple, cap)))
         batches.append((start, min(n, start + rows)))
         start += rows
     return batches
@@ -122,16 +124,18 @@ def shard_order(texts: list[str]) -> np.ndarray:
     return length_order(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)))
 
 
-def plan_shard(token_lengths: np.ndarray, max_tokens: int, multiple: int = 1) -> list[np.ndarray]:
+def plan_shard(token_lengths: np.ndarray, max_tokens: int, multiple: int = 1,
+               cap: int | None = None) -> list[np.ndarray]:
     """A shard's batches: positions within the shard, sorted by exact token length (longest first), cut into
     batches of at most `max_tokens` padded tokens."""
     order = length_order(token_lengths)
-    return [order[a:b] for a, b in plan_batches(token_lengths[order], max_tokens, multiple)]
+    return [order[a:b] for a, b in plan_batches(token_lengths[order], max_tokens, multiple, cap)]
 
 
-def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad to the longest sequence, rounded up to `multiple`: (input_ids, attention_mask)."""
-    width = padded_width(max(len(s) for s in seqs), multiple)
+def collate(seqs: list[list[int]], pad_id: int, multiple: int = 1,
+            cap: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest sequence, rounded up to `multiple` (not past `cap`): (input_ids, attention_mask)."""
+    width = padded_width(max(len(s) for s in seqs), multiple, cap)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros(ids.shape, dtype=torch.long)
     for row, seq in enumerate(seqs):
@@ -307,7 +311,7 @@ def _pass(reader: Reader | None, device: torch.device, tokenizer, texts: list[st
             started = time.perf_counter()
             tok = tokenize(tokenizer, [texts[j] for j in rows_of[i]], max_length)
             timing["tokenize"] += time.perf_counter() - started
-            found = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, pad_id, timing)
+            found = _run_shard(reader, device, dtype, tok, rows_of[i], cfg, pad_id, timing, max_length)
             timing["computed"] += 1
             if cache:
                 cache.save(i, found)
@@ -318,12 +322,12 @@ def _pass(reader: Reader | None, device: torch.device, tokenizer, texts: list[st
 
 
 def _run_shard(reader: Reader, device: torch.device, dtype, tok: Tokenized, rows: np.ndarray, cfg: FeatureConfig,
-               pad_id: int, timing: dict) -> dict[str, torch.Tensor]:
+               pad_id: int, timing: dict, max_length: int) -> dict[str, torch.Tensor]:
     """One shard through the backbone: its tensors for the cache (rows in the order they ran)."""
     lengths = np.array([len(x) for x in tok.ids])
     chunks, positions = [], []
-    for batch in plan_shard(lengths, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of):
-        ids, mask = collate([tok.ids[j] for j in batch], pad_id, cfg.pad_to_multiple_of)
+    for batch in plan_shard(lengths, cfg.max_tokens_per_batch, cfg.pad_to_multiple_of, max_length):
+        ids, mask = collate([tok.ids[j] for j in batch], pad_id, cfg.pad_to_multiple_of, max_length)
         timing["padded"] += ids.numel()
         # no copy back per batch: on a GPU that would wait for each batch before queueing the next
         chunks.append(run_backbone(reader, device, ids, mask, dtype))
