@@ -80,6 +80,26 @@ def test_reads_sharded_files_in_data_subfolder(tmp_path):
     assert len(splits.test.texts) == 2
 
 
+def test_a_missing_shard_is_refused(tmp_path):
+    """train-00000-of-00003 says there are 3: with only the first, a third of the split trained silently."""
+    data = tmp_path / "ds" / "data"
+    data.mkdir(parents=True)
+    GOOD_TRAIN.iloc[:2].to_parquet(data / "train-00000-of-00003.parquet")
+    GOOD_TRAIN.iloc[2:].to_parquet(data / "train-00002-of-00003.parquet")
+    GOOD_TEST.to_parquet(data / "test-00000-of-00001.parquet")
+    refused(tmp_path / "ds", "the train split is 3 shards, but 1 of them is missing (train-00001-of-00003)")
+
+
+def test_an_unreadable_text_file_is_named(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            (root / split / label).mkdir(parents=True)
+            (root / split / label / "0.txt").write_text(f"{label} review", encoding="utf-8")
+    (root / "train" / "pos" / "1.txt").symlink_to(tmp_path / "gone.txt")  # a dangling link
+    refused(root, "cannot read", "1.txt", "fix or remove it")
+
+
 def test_reads_aclimdb_style_text_folders(tmp_path):
     root = tmp_path / "aclImdb"
     for split, n in (("train", 3), ("test", 2)):

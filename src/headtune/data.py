@@ -266,12 +266,31 @@ def find_split_files(folder: Path, split: str) -> list[Path]:
         if len(suffixes) > 1:
             raise HeadtuneError(f"{folder} holds {split} files of several types ({', '.join(sorted(suffixes))}); "
                                 f"keep one")
+        _check_shards(supported, split)
         return supported
     if candidates:
         raise HeadtuneError(f"unsupported file type '{candidates[0].suffix or candidates[0].name}' for "
                             f"{candidates[0]}; use .parquet, .csv or .jsonl")
     raise HeadtuneError(f"no {split} file in {folder}: expected {split}.parquet, {split}.csv or {split}.jsonl, "
                         f"or an aclImdb-style folder with train/<label>/*.txt and test/<label>/*.txt")
+
+
+def _check_shards(files: list[Path], split: str) -> None:
+    """Shards named `<split>-00000-of-00003` (the Hub's names) say how many there are: one missing would train or
+    test on part of the split without a word."""
+    counts: dict[int, set[int]] = {}
+    for path in files:
+        numbered = re.fullmatch(r"[-_](\d+)-of-(\d+)(-[0-9a-f]+)?", path.name.split(".")[0][len(split):])
+        if numbered:
+            counts.setdefault(int(numbered.group(2)), set()).add(int(numbered.group(1)))
+    for total, found in counts.items():
+        missing = sorted(set(range(total)) - found)
+        if missing:
+            names = ", ".join(f"{split}-{i:05d}-of-{total:05d}" for i in missing[:3]) + (", ..." if len(missing) > 3
+                                                                                         else "")
+            raise HeadtuneError(f"the {split} split is {total} shards, but {len(missing)} of them "
+                                f"{'is' if len(missing) == 1 else 'are'} missing "
+                                f"({names}) in {files[0].parent}; copy them there")
 
 
 def read_table(files: list[Path], split: str, source: DataSource) -> RawSplit:
@@ -331,6 +350,8 @@ def read_text_folder(folder: Path, source: DataSource) -> RawSplit:
             except UnicodeDecodeError as err:
                 raise HeadtuneError(f"{file} is not valid {source.encoding} text; pass its encoding, "
                                     f"e.g. {flag('encoding')} latin-1") from err
+            except OSError as err:  # a dangling link, a file without read permission, a folder named *.txt
+                raise HeadtuneError(f"cannot read {file}: {err.strerror or err}; fix or remove it") from None
             labels.append(label_dir.name)
     if not texts:
         raise HeadtuneError(f"{folder} has no <label>/*.txt files; expected e.g. {folder}/pos/1.txt")
