@@ -294,6 +294,14 @@ def test_config_whose_weights_are_not_in_the_checkpoint_is_refused(capsys, train
     assert not out.exists()
 
 
+@pytest.mark.parametrize("setting", ["model", "dataset", "output-dir", "cache-dir"])
+def test_a_home_folder_of_no_user(capsys, train_args, setting):
+    """Path.expanduser raised RuntimeError ('Could not determine home directory'): an internal error."""
+    refused_train(capsys, train_args(**{setting: "~nobody-at-all/x"}),
+                  f"--{setting} ~nobody-at-all/x: '~nobody-at-all' is the home folder of user 'nobody-at-all', and "
+                  f"there is no such user")
+
+
 def test_model_folder_that_does_not_exist(capsys, train_args, tmp_path):
     refused_train(capsys, train_args(model=tmp_path / "no-model"), "does not exist", "--model")
 

@@ -55,6 +55,11 @@ def _path(name: str, value) -> str:
         raise HeadtuneError(f"{flag(name)} must be a path or name (str or os.PathLike), not {type(value).__name__}")
     if not value.strip():
         raise HeadtuneError(f"{flag(name)} must not be empty")
+    if value.startswith("~") and os.path.expanduser(value) == value:  # Path.expanduser would raise RuntimeError
+        user = value[1:].split("/")[0].split(os.sep)[0]
+        raise HeadtuneError(f"{flag(name)} {value}: " + (f"'~{user}' is the home folder of user '{user}', and "
+                                                          f"there is no such user" if user else
+                                                          "no home folder is known for '~' ($HOME is not set)"))
     return value
 
 
