@@ -69,6 +69,23 @@ def test_reads_each_table_format(tmp_path, ext):
     assert splits.dropped == {"train": 0, "test": 0}
 
 
+def test_a_json_file_may_hold_one_array_of_rows(tmp_path):
+    """What pandas' to_json(orient="records") writes: it was read as JSON lines, and the error listed the rows'
+    positions as its columns."""
+    tmp_path.mkdir(exist_ok=True)
+    GOOD_TRAIN.to_json(tmp_path / "train.json", orient="records")
+    GOOD_TEST.to_json(tmp_path / "test.json", orient="records", lines=True)  # JSON lines still read
+    splits = load(tmp_path)
+    assert splits.train.texts == GOOD_TRAIN.text.tolist() and splits.test.texts == ["fine film", "poor film"]
+
+
+def test_json_lines_with_a_byte_order_mark(tmp_path):
+    write(tmp_path, GOOD_TRAIN, GOOD_TEST, "jsonl")
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Windows tools save UTF-8
+    assert load(tmp_path).train.texts == GOOD_TRAIN.text.tolist()
+
+
 def test_reads_sharded_files_in_data_subfolder(tmp_path):
     data = tmp_path / "ds" / "data"
     data.mkdir(parents=True)

@@ -130,7 +130,7 @@ class DataSource:
     """Where texts and labels come from: shared by `train` and `evaluate`."""
 
     dataset: str = field(default="imdb", metadata=_help(
-        "Hugging Face Hub dataset name, or a local folder: train/validation/test .parquet/.csv/.jsonl files, "
+        "Hugging Face Hub dataset name, or a local folder: train/validation/test .parquet/.csv/.jsonl/.json files, "
         "or an aclImdb-style folder (train/pos/*.txt, train/neg/*.txt, test/...)."))
     text_column: str = field(default="text", metadata=_help("Column holding the texts."))
     label_column: str = field(default="label", metadata=_help(

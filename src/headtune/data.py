@@ -7,6 +7,7 @@ actually used become Python strings, so reading a split costs little more than r
 """
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 import sys
@@ -328,7 +329,9 @@ def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
             frame = pd.read_csv(path, encoding=source.encoding, keep_default_na=False, na_values=[""],
                                 dtype={source.text_column: str})
         else:
-            frame = pd.read_json(path, lines=True, encoding=source.encoding, dtype=False)
+            # utf-8-sig reads UTF-8 with or without the byte-order mark Windows tools write (the CSV reader skips it)
+            encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
+            frame = pd.read_json(path, lines=not _json_array(path, encoding), encoding=encoding, dtype=False)
     except HeadtuneError:
         raise
     except UnicodeDecodeError as err:
@@ -338,6 +341,13 @@ def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HeadtuneError(f"cannot read {path} as {kind}: {reason}") from err
     return from_frame(frame, split, source)
+
+
+def _json_array(path: Path, encoding: str) -> bool:
+    """A .json file may hold one JSON array of row objects (what `to_json(orient="records")` writes) instead of
+    JSON lines; its first character tells."""
+    with open(path, encoding=encoding) as f:
+        return f.read(4096).lstrip().startswith("[")
 
 
 def read_text_folder(folder: Path, source: DataSource) -> RawSplit:
