@@ -432,7 +432,10 @@ def test_paths_work_everywhere_in_the_api(tiny_models, sentiment_dir, tmp_path):
     (dict(pooling="max"), "--pooling must be one of auto, native, cls, mean"),
     (dict(val_fraction=0.9), "--val-fraction must be a number from 0 to below 0.5"),
     (dict(no_such_setting=1), "unknown setting --no-such-setting"),
-    (dict(val_fraction=0.0), r"--lr auto chooses the learning rate on held-out rows, and this run has none"),
+    (dict(val_fraction=0.0), r"--lr auto chooses the learning rate on held-out rows, and this run has none "
+                             r"\(--val-fraction 0\); pass a learning rate, e.g. --lr 0.03, or validate"),
+    (dict(train_size=2, val_fraction=0.4), r"this run has none \(every class of the training sample has a single "
+                                           r"example, so none can be held out\); .*, or train on more rows"),
     (dict(folds=0), "--folds must be an integer above 0"),
     (dict(folds=3, val_fraction=0.2), "--val-fraction holds rows out instead of cross-validating, and --folds 3"),
     (dict(overwrite="false"), "--overwrite is on or off"),

@@ -187,16 +187,21 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
 def _learning_rates(cfg: RunConfig, splits: Splits, registered: bool) -> list[float]:
     validated = splits.validation is not None or splits.folds is not None
+    # why there is no validation: asked for (--val-fraction 0), or no row could be held out
+    why = ("--val-fraction 0" if cfg.data.val_fraction == 0 else
+           "every class of the training sample has a single example, so none can be held out")
     if cfg.train.patience is not None and not validated:  # silently training on would mislead
-        raise HeadtuneError("--patience stops when the validation accuracy no longer improves, and this run has no "
-                            "validation (--folds 1 --val-fraction 0); drop --patience, or validate, e.g. with the "
-                            "default --folds 5")
+        raise HeadtuneError(f"--patience stops when the validation accuracy no longer improves, and this run has no "
+                            f"validation ({why}); drop --patience" + (
+                                ", or validate, e.g. with the default --folds 5" if cfg.data.val_fraction == 0 else
+                                ", or train on more rows"))
     if cfg.train.lr != "auto":
         return [cfg.train.lr]
     if not validated:
-        raise HeadtuneError("--lr auto chooses the learning rate on held-out rows, and this run has none "
-                            "(--folds 1 --val-fraction 0); pass a learning rate, e.g. --lr 0.03, or validate, e.g. "
-                            "with the default --folds 5")
+        raise HeadtuneError(f"--lr auto chooses the learning rate on held-out rows, and this run has none ({why}); "
+                            f"pass a learning rate, e.g. --lr 0.03" + (
+                                ", or validate, e.g. with the default --folds 5" if cfg.data.val_fraction == 0 else
+                                ", or train on more rows"))
     if not registered:
         log.warning("--lr auto needs an architecture headtune has an entry for; training at --lr %g", FALLBACK_LR)
         return [FALLBACK_LR]
