@@ -363,6 +363,12 @@ def test_label_names_for_string_labels(tmp_path):
     refused(tmp_path, "--label-names", "strings", label_names=["p", "q"])
 
 
+def test_texts_and_labels_must_be_different_columns():
+    """With string labels the head read its own answer and scored 1.0."""
+    with pytest.raises(HeadtuneError, match="--text-column and --label-column are both 'label'"):
+        DataConfig(dataset="x", text_column="label")
+
+
 def test_label_names_must_be_distinct():
     with pytest.raises(HeadtuneError, match="--label-names must be distinct"):
         DataConfig(dataset="x", label_names=["a", "a"])

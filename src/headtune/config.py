@@ -148,6 +148,9 @@ class DataSource:
         for name in ("text_column", "label_column", "encoding"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise HeadtuneError(f"{flag(name)} must be a non-empty string (got {getattr(self, name)!r})")
+        if self.text_column == self.label_column:  # the head would read its answer: a perfect, useless score
+            raise HeadtuneError(f"--text-column and --label-column are both '{self.text_column}'; the texts and "
+                                f"the labels must be different columns")
         try:
             codecs.lookup(self.encoding)
         except LookupError:
