@@ -17,8 +17,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from safetensors import SafetensorError
-
 from . import atomic
 from .drawing import Charts
 from .errors import HeadtuneError, flag
@@ -49,15 +47,10 @@ def write_artifacts(output_dir: str | os.PathLike, save_model: Callable[[Path], 
     """Save metrics.json, the charts (`charts`, drawn into images/) and model/ (`save_model(folder)` writes it)
     under output_dir, each renamed into place whole."""
     out = Path(output_dir)
-    try:
+    with atomic.disk_errors(lambda problem: f"cannot write to {out}: {problem}; nothing of this run was written "
+                                            f"there: free space or choose another {flag('output_dir')} (with its "
+                                            f"features cached, a rerun costs seconds)"):
         return _write(out, save_model, metrics, charts, overwrite)
-    except (OSError, SafetensorError) as err:
-        problem = atomic.disk_problem(err)
-        if problem is None:
-            raise
-        raise HeadtuneError(f"cannot write to {out}: {problem}; nothing of this run was written there: free space "
-                            f"or choose another {flag('output_dir')} (with its features cached, a rerun costs "
-                            f"seconds)") from None
 
 
 def _write(out: Path, save_model: Callable[[Path], None], metrics: dict, charts: Charts, overwrite: bool) -> Path:

@@ -8,6 +8,7 @@ when they are so old that no writer can still be at work on them.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -16,6 +17,11 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
+
+from safetensors import SafetensorError
+
+from .errors import HeadtuneError
 
 # Another host's temporary older than this is a leftover: writing one file (a cache shard, a model folder)
 # takes seconds to minutes, never a day. Its process cannot be asked, so its age is all there is to go by.
@@ -116,3 +122,16 @@ def disk_problem(err: BaseException) -> str | None:
         found = re.search(r"\(os error (\d+)\)", str(err))
         code = int(found.group(1)) if found else None
     return os.strerror(code) if code in DISK_ERRORS else None
+
+
+@contextlib.contextmanager
+def disk_errors(message: Callable[[str], str]):
+    """An error about the disk being written to (disk_problem) becomes one line, `message(problem)`: the user's
+    machine, not a bug. Any other error passes through."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        problem = disk_problem(err)
+        if problem is None:
+            raise
+        raise HeadtuneError(message(problem)) from None

@@ -105,15 +105,10 @@ class FeatureCache:
 
     def write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
         """Write a file of this entry atomically: a temporary file in the same folder, fsynced, then renamed."""
-        try:
+        with atomic.disk_errors(lambda problem: f"cannot write the feature cache in {self.folder.parent}: {problem}; "
+                                                f"choose another {flag('cache_dir')}, free space there, or pass "
+                                                f"{flag('no_cache')} (shards already written are kept)"):
             self._write(path, tensors, meta)
-        except (OSError, SafetensorError) as err:
-            problem = atomic.disk_problem(err)
-            if problem is None:
-                raise
-            raise HeadtuneError(f"cannot write the feature cache in {self.folder.parent}: {problem}; choose another "
-                                f"{flag('cache_dir')}, free space there, or pass {flag('no_cache')} (shards already "
-                                f"written are kept)") from None
 
     def _write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
