@@ -204,6 +204,7 @@ def test_test_size_larger_than_the_split(capsys, train_args):
     ("lr", "0", "--lr must be a number above 0"),
     ("lr", "-0.01", "--lr must be a number above 0"),
     ("lr", "nan", "--lr must be a number above 0"),
+    ("lr", "1e30", "--lr must be at most 10 (got 1e+30)"),
     ("batch-size", "0", "--batch-size must be an integer above 0"),
     ("max-length", "0", "--max-length must be an integer above 0"),
     ("max-length", "2", "--max-length 2 leaves no room for text: this model's tokenizer adds 2 special tokens"),

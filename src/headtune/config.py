@@ -21,6 +21,7 @@ DEFAULT_FOLDS = 5
 FOLDS_BUDGET = 100_000  # training rows x labels up to which the folds are the default (folds_for)
 DEFAULT_VAL_FRACTION = 0.1  # --folds 1
 MAX_EPOCHS = 10_000
+MAX_LR = 10.0
 
 DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
@@ -119,6 +120,9 @@ def parse_lr(value) -> float | str:
         except ValueError:
             raise HeadtuneError(f"--lr must be auto or a number above 0 (got {value!r})") from None
     _positive("lr", value, float)
+    if value > MAX_LR:  # AdamW moves each weight by about the rate per step: far past any use, a typo
+        raise HeadtuneError(f"--lr must be at most {MAX_LR:g} (got {value!r}); AdamW moves each weight by about "
+                            f"the rate per step, and --lr auto tries 3e-4 to 0.3")
     return float(value)
 
 
@@ -319,7 +323,8 @@ class FeatureConfig:
 class TrainConfig:
     epochs: int = field(default=3, metadata=_help(f"Passes over the training set (at most {MAX_EPOCHS:,})."))
     lr: float | str = field(default="auto", metadata=_help(
-        "AdamW learning rate of the head, or auto: heads for a log grid of rates (3e-4 to 3e-1) train together "
+        f"AdamW learning rate of the head (at most {MAX_LR:g}), or auto: heads for a log grid of rates (3e-4 to "
+        "3e-1) train together "
         "on the cached features and the best on the validation split is kept.", parse=parse_lr))
     batch_size: int = field(default=16, metadata=_help("Examples per head-training step."))
     lr_schedule: str = field(default="linear", metadata=_help(
