@@ -324,8 +324,7 @@ class TrainConfig:
     epochs: int = field(default=3, metadata=_help(f"Passes over the training set (at most {MAX_EPOCHS:,})."))
     lr: float | str = field(default="auto", metadata=_help(
         f"AdamW learning rate of the head (at most {MAX_LR:g}), or auto: heads for a log grid of rates (3e-4 to "
-        "3e-1) train together "
-        "on the cached features and the best on the validation split is kept.", parse=parse_lr))
+        "3e-1) train together on the cached features and the best on the validation split is kept.", parse=parse_lr))
     batch_size: int = field(default=16, metadata=_help("Examples per head-training step."))
     lr_schedule: str = field(default="linear", metadata=_help(
         "Learning-rate schedule: linear (decays to 0 over all steps, as transformers' Trainer does by default) "
