@@ -77,6 +77,18 @@ def test_changed_weights_do_not_trust_the_cache(run, sentiment_dir, tmp_path):
     assert (tmp_path / "evaluate-test" / "metrics.json").is_file()  # the default: beside the model folder
 
 
+def test_two_models_in_one_folder_keep_their_own_evaluations(run, sentiment_dir, tmp_path):
+    """Both wrote models/evaluate-test by default, the second over the first without a word."""
+    import shutil
+
+    _, root = run
+    for name in ("a", "b"):
+        shutil.copytree(root / "run" / "model", tmp_path / "models" / name)
+        headtune.evaluate(model=str(tmp_path / "models" / name), dataset=str(sentiment_dir), device="cpu",
+                          cache_dir=str(root / "cache"), size=40)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["a", "a-evaluate-test", "b", "b-evaluate-test"]
+
+
 def test_any_sequence_classification_folder_is_evaluated_with_its_label2id(tiny_models, tmp_path, tokenizer):
     folder = tmp_path / "foreign"
     torch.manual_seed(0)

@@ -427,8 +427,8 @@ class EvaluateConfig:
         "Multi-label models: the lowest probability at which a label is predicted. Default: the threshold the "
         "model was trained with, else 0.5.", metavar="PROB"))
     output_dir: str | None = field(default=None, metadata=_help(
-        "Folder for metrics.json and images/CONFUSION_MATRIX.png. Default: evaluate-<split> beside the model "
-        "folder."))
+        "Folder for metrics.json and images/CONFUSION_MATRIX.png. Default: evaluate-<split> beside a run's "
+        "model/ folder, else <folder>-evaluate-<split> beside the model folder."))
     batch_size: int = field(default=32, metadata=_help("Texts per forward pass when features are not cached."))
     device: str = field(default="auto", metadata=_help(DEVICE_HELP))
     allow_pickle: bool = field(default=False, metadata=_help(PICKLE_HELP))

@@ -37,20 +37,28 @@ from .training import Task
 log = logging.getLogger(__name__)
 
 
+def default_output(folder: Path, split: str) -> Path:
+    """Where an evaluation goes unless --output-dir says: beside headtune's model/ in its run folder
+    (run/evaluate-test), else beside the model folder under its own name (models/a-evaluate-test), so that two
+    models in one folder do not write over each other's evaluations."""
+    name = f"evaluate-{split}" if folder.name == "model" else f"{folder.name}-evaluate-{split}"
+    return folder.parent / name
+
+
 def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     """Score the folder `run.evaluate.model` on a split; `given` names the settings the user passed (the
     others default to the folder's own). Returns the metrics, also written to <output>/metrics.json."""
     start = time.perf_counter()
     cfg = run.evaluate
     folder = Path(cfg.model).expanduser()
-    out = Path(cfg.output_dir) if cfg.output_dir else folder.parent / f"evaluate-{cfg.split}"
+    out = Path(cfg.output_dir) if cfg.output_dir else default_output(folder, cfg.split)
     check_output_dir(out)  # before the slow work, as train checks its own
     held = "a training run (model/)" if (out / "model").is_dir() else "a model" if (out / "config.json").is_file() \
         else None
     if held:  # its metrics.json and images/ are a run's, or the folder is a model's: not evaluate's to replace
         raise HeadtuneError(f"{flag('output_dir')} {out} holds {held}; evaluate writes metrics.json and images/ "
                             f"there: choose another {flag('output_dir')} (by default it writes to "
-                            f"{folder.parent / f'evaluate-{cfg.split}'})")
+                            f"{default_output(folder, cfg.split)})")
     if not run.features.no_cache:
         check_cache_dir(run.features.cache_dir)
     device = resolve_device(cfg.device)
