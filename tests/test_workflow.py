@@ -646,3 +646,14 @@ def test_threshold_on_single_label_data_is_refused_as_predict_refuses_it(tiny_mo
     with pytest.raises(HeadtuneError, match="--threshold applies to multi-label data only.*drop --threshold"):
         train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, threshold=0.3)
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_settings_that_do_nothing_here_say_so(tiny_models, sentiment_dir, tmp_path, caplog):
+    """BERT's mean reading has no pretrained head part to train, and a local folder has no Hub revision: both
+    flags were ignored without a word."""
+    with caplog.at_level(logging.WARNING):
+        train(tmp_path, sentiment_dir, tiny_models["bert"], train_size=60, test_size=20, epochs=1, pooling="mean",
+              train_pretrained_head=True, revision="main")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
+    assert any("--train-pretrained-head has nothing to train: the mean reading of BERT" in w for w in warnings)
+    assert any("--revision applies to Hub models" in w for w in warnings)

@@ -330,6 +330,8 @@ class ModelSource:
         if self.local:
             self.folder = Path(cfg.model).expanduser()
             _check_local_folder(self.folder, cfg.allow_pickle)
+            if cfg.revision is not None:
+                log.warning("--revision applies to Hub models: the local folder %s is used as it is", cfg.model)
         else:  # the Hub cache's copy, if it has one; else transformers fetches it (`checked`)
             found = hub.cached_file(cfg.model, "config.json", cfg.revision, download=False)
             self.folder = Path(found).parent if found else None

@@ -131,6 +131,9 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     dtype = autocast_dtype(device, cfg.model.precision)
     if family is not None:
         reading, filled = family.reading(config, pooling_name), None
+        if cfg.model.train_pretrained_head and not reading.through_pretrained:  # said, not silently a no-op
+            log.warning("--train-pretrained-head has nothing to train: the %s reading of %s goes through no "
+                        "pretrained head parts", pooling_name, family.name)
         if processes.several:
             part = fill_cache_part(cfg, splits, source, body, family, reading, device, dtype, processes.owns,
                                    store_body=processes.main)
