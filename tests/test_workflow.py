@@ -657,3 +657,12 @@ def test_settings_that_do_nothing_here_say_so(tiny_models, sentiment_dir, tmp_pa
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
     assert any("--train-pretrained-head has nothing to train: the mean reading of BERT" in w for w in warnings)
     assert any("--revision applies to Hub models" in w for w in warnings)
+
+
+def test_a_run_without_validation_says_what_it_saves(tiny_models, sentiment_dir, tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        metrics = train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=60, test_size=20, epochs=2,
+                        val_fraction=0.0, lr=0.03)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("headtune")]
+    assert "no validation (--val-fraction 0): the last epoch's head is saved, uncalibrated" in lines
+    assert metrics["kept_epoch"] == 2 and metrics["calibration"]["temperature"] is None

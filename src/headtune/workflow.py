@@ -125,6 +125,9 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         + f"{len(splits.test.texts):,} test"
     log.info("data %s: %s texts; %s", cfg.data.dataset, sizes, describe_labels(splits.label_names))
     lrs = _learning_rates(cfg, splits, family is not None)
+    if splits.validation is None and splits.folds is None:  # --keep best and --calibrate need it: say what happens
+        log.info("no validation (%s): the last epoch's head is saved%s", _unvalidated(cfg),
+                 "" if splits.multi_label or not cfg.train.calibrate else ", uncalibrated")
     clock["data"] = time.perf_counter()
 
     device = processes.device(cfg.model.device)
@@ -188,11 +191,15 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     return metrics
 
 
+def _unvalidated(cfg: RunConfig) -> str:
+    """Why a run has no validation rows: asked for (--val-fraction 0), or none could be held out."""
+    return ("--val-fraction 0" if cfg.data.val_fraction == 0 else
+            "every class of the training sample has a single example, so none can be held out")
+
+
 def _learning_rates(cfg: RunConfig, splits: Splits, registered: bool) -> list[float]:
     validated = splits.validation is not None or splits.folds is not None
-    # why there is no validation: asked for (--val-fraction 0), or no row could be held out
-    why = ("--val-fraction 0" if cfg.data.val_fraction == 0 else
-           "every class of the training sample has a single example, so none can be held out")
+    why = _unvalidated(cfg)
     if cfg.train.patience is not None and not validated:  # silently training on would mislead
         raise HeadtuneError(f"--patience stops when the validation accuracy no longer improves, and this run has no "
                             f"validation ({why}); drop --patience" + (
