@@ -666,3 +666,15 @@ def test_a_run_without_validation_says_what_it_saves(tiny_models, sentiment_dir,
     lines = [r.getMessage() for r in caplog.records if r.name.startswith("headtune")]
     assert "no validation (--val-fraction 0): the last epoch's head is saved, uncalibrated" in lines
     assert metrics["kept_epoch"] == 2 and metrics["calibration"]["temperature"] is None
+
+
+@pytest.mark.parametrize("pooling", ["native", "mean"])
+def test_int8_backbone_on_bert_trains_and_saves_fp32_weights(pooling, tiny_models, sentiment_dir, tmp_path):
+    """native reads BERT's frozen pooler, which was looked up in the quantized state dict: KeyError."""
+    from safetensors.torch import load_file
+
+    metrics = train(tmp_path, sentiment_dir, tiny_models["bert"], train_size=60, test_size=20, epochs=1,
+                    precision="int8", pooling=pooling, lr=0.03)
+    assert metrics["pooling"] == pooling
+    weights = load_file(tmp_path / "out" / "model" / "model.safetensors")
+    assert weights and all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())

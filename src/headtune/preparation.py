@@ -117,9 +117,9 @@ def fill_cache_part(cfg: RunConfig, splits: Splits, source: ModelSource, body: B
         if store_body and body is None:
             save_body(body_cache(cfg.features, source.identity()),
                       body_of(loaded.model, family, tokenizer, max_positions(loaded.model, tokenizer)))
+        reader = _reader(loaded, plan, device)  # before quantizing: frozen head parts come from fp32 weights
         if dtype is torch.qint8:  # after the body was taken: the saved model keeps its fp32 weights
             quantize_backbone(loaded.model)
-        reader = _reader(loaded, plan, device)
     passes = {name: fill_cache(reader, device, plan.point, tokenizer, split, split=name, shards=shards, **lookup)
               for name, split in texts.items()}
     return Filled(passes, loaded is not None)
@@ -136,7 +136,7 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
     texts = split_texts(splits)
     lookup = dict(device=device, max_length=cfg.model.max_length, cfg=cfg.features, identity=ident, dtype=dtype)
     found = {name: cached_features(plan.point, split, **lookup) for name, split in texts.items()}
-    loaded, no_cache = None, cfg.features.no_cache
+    loaded, reader, no_cache = None, None, cfg.features.no_cache
     if body is None or not all(found.values()):
         tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
         if body is None:
@@ -147,14 +147,15 @@ def prepare_cached(cfg: RunConfig, splits: Splits, source: ModelSource, body: Bo
                 found, no_cache = dict.fromkeys(found), True
             elif not no_cache:
                 save_body(body_cache(cfg.features, source.identity()), body)
-        if dtype is torch.qint8:  # after the body was taken: the saved model keeps its fp32 weights
-            quantize_backbone(loaded.model)
+        reader = _reader(loaded, plan, device)  # before quantizing: frozen head parts (BERT's pooler) are read
+        if dtype is torch.qint8:               # from the fp32 state dict; quantized, it has no such keys
+            quantize_backbone(loaded.model)  # after the body was taken: the saved model keeps its fp32 weights
     clock["model"] = time.perf_counter()
 
     features, passes = {}, {}
     for name, split in texts.items():
         if found[name] is None:
-            found[name] = extract_features(_reader(loaded, plan, device), device, plan.point, source.checked()[0],
+            found[name] = extract_features(reader, device, plan.point, source.checked()[0],
                                            split, max_length=cfg.model.max_length,
                                            cfg=replace(cfg.features, no_cache=no_cache), identity=ident, dtype=dtype,
                                            split=name)
