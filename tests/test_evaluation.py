@@ -135,3 +135,33 @@ def test_evaluate_does_not_write_over_a_training_run_or_into_a_model(into, held,
         evaluate(root, dataset=str(sentiment_dir), output_dir=str(root / into))
     assert "\n" not in str(err.value)
     assert (root / "run" / "metrics.json").read_bytes() == before and not (root / "run" / "model" / "images").exists()
+
+
+def test_an_edited_config_is_scored_as_the_model_it_now_is(run, sentiment_dir, tmp_path):
+    """Same weights, another activation: evaluate scored the run's cached features (its old accuracy)."""
+    import json
+    import shutil
+
+    _, root = run
+    folder = tmp_path / "model"
+    shutil.copytree(root / "run" / "model", folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_act": "relu"}))
+    kept = headtune.evaluate(model=str(folder), dataset=str(sentiment_dir), device="cpu",
+                             cache_dir=str(root / "cache"), size=120, output_dir=str(tmp_path / "a"))
+    fresh = headtune.evaluate(model=str(folder), dataset=str(sentiment_dir), device="cpu", no_cache=True, size=120,
+                              output_dir=str(tmp_path / "b"))
+    assert kept["features"] == "full model" and kept["accuracy"] == fresh["accuracy"]
+
+
+def test_a_model_trained_on_int8_features_is_scored_as_saved(tiny_models, sentiment_dir, tmp_path):
+    """The saved model keeps fp32 weights: the cached int8 features (present or not) must not decide the score."""
+    settings = dict(dataset=str(sentiment_dir), device="cpu", cache_dir=str(tmp_path / "cache"), test_size=40)
+    headtune.train(model=str(tiny_models["bert"]), output_dir=str(tmp_path / "run"), max_length=MAX_LENGTH,
+                   epochs=1, precision="int8", lr=0.03, train_size=60, **settings)
+    del settings["test_size"]
+    cached = headtune.evaluate(model=str(tmp_path / "run" / "model"), size=40, output_dir=str(tmp_path / "a"),
+                               **settings)
+    fresh = headtune.evaluate(model=str(tmp_path / "run" / "model"), size=40, output_dir=str(tmp_path / "b"),
+                              no_cache=True, **{k: v for k, v in settings.items() if k != "cache_dir"})
+    assert cached["features"] == "full model" and cached["accuracy"] == fresh["accuracy"]

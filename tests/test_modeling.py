@@ -177,3 +177,18 @@ def test_a_model_without_a_position_limit_takes_the_tokenizers():
     xlnet = SimpleNamespace(max_position_embeddings=-1, model_type="xlnet")
     assert max_positions(xlnet, SimpleNamespace(model_max_length=1000)) == 1000
     assert max_positions(xlnet, None) == 512  # nothing says: the usual encoder length
+
+
+def test_identity_holds_the_config_so_an_edited_config_misses_the_cache(tiny_models, tmp_path):
+    """The same weights with 1 attention head instead of 2 give other features: they shared a cache entry."""
+    import json
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_models["bert"], copy)
+    cfg = ModelConfig(model=str(copy), max_length=64, device="cpu")
+    before = identity(cfg, copy, "bert")
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "num_attention_heads": 1}))
+    after = identity(cfg, copy, "bert")
+    assert after["config"] != before["config"]
+    assert {k: v for k, v in after.items() if k != "config"} == {k: v for k, v in before.items() if k != "config"}

@@ -105,9 +105,13 @@ def _probabilities_from_features(model, tokenizer, settings: dict, folder: Path,
     source = settings.get("features")
     if not source or run.features.no_cache:
         return None, None
-    if settings.get("checkpoint_sha256") != DigestMemo(run.features.cache_dir)(folder / "model.safetensors"):
-        log.info("the weights in %s changed since training: its cached features do not apply", folder)
+    digest = DigestMemo(run.features.cache_dir)
+    if settings.get("checkpoint_sha256") != digest(folder / "model.safetensors") \
+            or settings.get("config_sha256") != digest(folder / "config.json"):
+        log.info("the weights or config.json in %s changed since training: its cached features do not apply", folder)
         return None, None
+    if source["dtype"] == str(torch.qint8):  # int8 features come from a quantized backbone, not this folder's fp32
+        return None, None                    # model: cached or not, evaluate scores the model itself
     config = encoder_config(model.config)
     family = family_of(config.model_type)
     if family is None or max_length != settings.get("max_length"):
@@ -123,8 +127,6 @@ def _probabilities_from_features(model, tokenizer, settings: dict, folder: Path,
                   identity=features_identity(source["identity"], tokenizer.truncation_side))
     found = cached_features(plan.point, texts, device=device, **lookup)
     how = "cache"
-    if found is None and dtype is torch.qint8:  # int8 features come from a quantized backbone, not this folder's
-        return None, None
     if found is None:
         frozen = plan.frozen(config, model.state_dict())
         reader = lambda ids, mask: backbone_features(model, plan, frozen, ids, mask)  # noqa: E731

@@ -304,7 +304,7 @@ def identity(cfg: ModelConfig, folder: Path | None, model_type: str,
     """Everything about the model and tokenizer that changes the features, from the files alone (no model or
     tokenizer object, so a run can look its features up without loading either).
 
-    A local folder: its weight and tokenizer files by content (SHA-256, `digest`: digests.DigestMemo remembers
+    A local folder: its weight, tokenizer and config files by content (SHA-256, `digest`: digests.DigestMemo remembers
     them across runs), not by name or path. A Hub model: the repository and the commit its files in the local Hub
     cache come from (a commit's files never change)."""
     if folder is None or not hub.looks_local(cfg.model):
@@ -313,7 +313,9 @@ def identity(cfg: ModelConfig, folder: Path | None, model_type: str,
     patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
     weights = {p.name: digest(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
     tokenizer = {name: digest(folder / name) for name in TOKENIZER_STATE if (folder / name).is_file()}
-    return {"model_type": model_type, "weights": weights, "tokenizer": tokenizer}
+    # config.json too: the same weights under other settings (attention heads, activation) give other features
+    return {"model_type": model_type, "weights": weights, "tokenizer": tokenizer,
+            "config": digest(folder / "config.json")}
 
 
 class ModelSource:

@@ -182,6 +182,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         prep.save(folder, result.head)
         # evaluate trusts the cached features only while the weights are still the ones written here
         settings["checkpoint_sha256"] = file_sha256(folder / "model.safetensors")
+        settings["config_sha256"] = file_sha256(folder / "config.json")
         write_settings(folder, settings)
         (folder / "README.md").write_text(model_card(metrics, settings, prep.parameters), encoding="utf-8")
 
