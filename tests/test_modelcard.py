@@ -63,6 +63,10 @@ def test_hub_names_appear_in_the_front_matter():
                                           "feature_point": "mean"})
     meta = front_matter(text)
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2" and meta["datasets"] == ["imdb"]
+    odd = dict(metrics, metric_names={"accuracy": "accuracy", "f1": "F1 (yes: good)\nreally"})  # YAML-breaking
+    results = front_matter(model_card(odd, settings, {"frozen": 10, "trainable": 2, "head_modules": ["classifier"],
+                                                      "feature_point": "mean"}))["model-index"][0]["results"][0]
+    assert results["metrics"][1]["name"] == "test F1 (yes: good)\nreally"
     assert "trust_remote_code=True" in text.split("## Usage")[1]
     assert "(kept: epoch 3, the last epoch)" in text  # no validation split: nothing chose the epoch
 

@@ -46,8 +46,8 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
                  + "\n  results:\n  - task:\n      type: text-classification\n    dataset:\n      name: "
                  + json.dumps(dataset) + "\n      type: " + json.dumps(dataset) + "\n      split: test\n    metrics:"
                  + f"\n    - type: accuracy\n      value: {after['accuracy']:.4f}"
-                 + f"\n      name: test {names['accuracy']}"
-                 + f"\n    - type: f1\n      value: {after['f1']:.4f}\n      name: test {names['f1']}")
+                 + "\n      name: " + json.dumps(f"test {names['accuracy']}")  # F1 (yes: good): quoted
+                 + f"\n    - type: f1\n      value: {after['f1']:.4f}\n      name: " + json.dumps(f"test {names['f1']}"))
     front.append("---")
     data = metrics["data"]
     if data.get("folds"):
