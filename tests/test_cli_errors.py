@@ -578,6 +578,20 @@ def test_predict_config_whose_labels_do_not_fit(id2label, needles, capsys, train
     assert_one_line_error(code, err, *needles)
 
 
+class _FullDisk(io.StringIO):
+    def write(self, text):
+        raise OSError(28, "No space left on device")
+
+
+@pytest.mark.parametrize("stdout, needle", [(None, "stdout is closed"), (_FullDisk(), "No space left on device")],
+                         ids=["closed", "full"])
+def test_predict_with_nowhere_to_print(stdout, needle, capsys, trained, monkeypatch):
+    """`>&-` and `> /dev/full`: internal errors (AttributeError, OSError) before."""
+    monkeypatch.setattr("sys.stdout", stdout)
+    code = cli.main(["predict", "--model", str(trained["out"] / "model"), "hello"])
+    assert_one_line_error(code, capsys.readouterr().err, needle)
+
+
 def test_predict_max_length_that_leaves_no_room_for_text(capsys, trained):
     code, _, err = run_cli(["predict", "--model", trained["out"] / "model", "--max-length", "1", "hi"], capsys)
     assert_one_line_error(code, err, "--max-length 1 leaves no room for text", "pass --max-length 3 or more")

@@ -325,8 +325,16 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _print_json(value) -> None:
-    json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
-    sys.stdout.write("\n")
+    if sys.stdout is None:  # started with stdout closed (`>&-`)
+        raise HeadtuneError("stdout is closed, so there is nowhere to print the JSON; redirect it to a file")
+    try:
+        json.dump(value, sys.stdout, ensure_ascii=False, indent=2)
+        sys.stdout.write("\n")
+        sys.stdout.flush()  # here, where a full disk (`> /dev/full`) is one line, not at exit
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise HeadtuneError(f"cannot write the JSON to stdout: {err.strerror or err}") from None
 
 
 def interrupted_message(command: str | None, cfg: RunConfig | None) -> str:
