@@ -240,3 +240,17 @@ def test_a_full_disk_is_one_line_naming_the_cache_and_the_way_out(tmp_path, monk
                                             r"choose another --cache-dir, free space there, or pass --no-cache"):
         cache.save(0, {"features": torch.ones(2, 3)})
     assert [p.name for p in cache.folder.iterdir()] == ["key.json"]  # no temporary left behind
+
+
+def test_the_default_cache_folder_expands_home_and_ignores_a_relative_xdg(monkeypatch, tmp_path):
+    from headtune.config import FeatureConfig, default_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HEADTUNE_CACHE", "~/hc")
+    assert default_cache_dir() == str(tmp_path / "hc")  # a folder named '~' was made in the working folder
+    monkeypatch.delenv("HEADTUNE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # the XDG spec says to ignore it
+    assert default_cache_dir() == str(tmp_path / ".cache" / "headtune")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == str(tmp_path / "xdg" / "headtune")
+    assert FeatureConfig(cache_dir="~/c").cache_dir == str(tmp_path / "c")

@@ -39,10 +39,11 @@ def _help(text: str, **extra) -> dict:
 
 
 def default_cache_dir() -> str:
-    """`$HEADTUNE_CACHE`, else `$XDG_CACHE_HOME/headtune`, else `~/.cache/headtune`."""
+    """`$HEADTUNE_CACHE`, else `$XDG_CACHE_HOME/headtune` (if absolute), else `~/.cache/headtune`."""
     if os.environ.get("HEADTUNE_CACHE"):
-        return os.environ["HEADTUNE_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+        return os.path.expanduser(os.environ["HEADTUNE_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(Path.home(), ".cache")  # the XDG spec: ignore a relative one
     return os.path.join(base, "headtune")
 
 
@@ -61,7 +62,8 @@ def _path(name: str, value) -> str:
         raise HeadtuneError(f"{flag(name)} {value}: " + (f"'~{user}' is the home folder of user '{user}', and "
                                                           f"there is no such user" if user else
                                                           "no home folder is known for '~' ($HOME is not set)"))
-    return value
+    # every path setting alike: a quoted '~/out' made a folder named '~' in the working folder
+    return os.path.expanduser(value)
 
 
 def _positive(name: str, value, kind=int) -> None:
