@@ -678,3 +678,13 @@ def test_int8_backbone_on_bert_trains_and_saves_fp32_weights(pooling, tiny_model
     assert metrics["pooling"] == pooling
     weights = load_file(tmp_path / "out" / "model" / "model.safetensors")
     assert weights and all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())
+
+
+def test_the_api_leaves_the_callers_random_state_as_it_was(tiny_models, sentiment_dir, tmp_path):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(tmp_path, sentiment_dir, tiny_models["distilbert"], train_size=40, test_size=20, epochs=1, lr=0.03)
+    headtune.evaluate(model=str(tmp_path / "out" / "model"), dataset=str(sentiment_dir), device="cpu",
+                      cache_dir=str(tmp_path / "cache"), size=20)
+    assert torch.equal(torch.rand(3), expected)

@@ -17,10 +17,13 @@ def train(**settings) -> dict:
     which the file, written by that save, cannot hold); in a run of several processes
     (torchrun, accelerate launch) only the main process gets them, the others None.
     """
+    import torch
+
     from .config import RunConfig
     from .workflow import run
 
-    return run(RunConfig.from_flat(**settings))
+    with torch.random.fork_rng(devices=[]):  # a run seeds torch's global RNG: the caller's is left as it was
+        return run(RunConfig.from_flat(**settings))
 
 
 def predict(texts, model="outputs/imdb_head_only/model", **settings) -> list[dict]:
@@ -38,10 +41,13 @@ def evaluate(**settings) -> dict:
 
     Returns the metrics that are also written to `<output_dir>/metrics.json`.
     """
+    import torch
+
     from .config import EvaluateRun
     from .evaluation import evaluate as _evaluate
 
-    return _evaluate(EvaluateRun.from_flat(**settings), frozenset(settings))
+    with torch.random.fork_rng(devices=[]):  # as train: the caller's global RNG is left as it was
+        return _evaluate(EvaluateRun.from_flat(**settings), frozenset(settings))
 
 
 __all__ = ["__version__", "train", "predict", "evaluate", "HeadtuneError"]
