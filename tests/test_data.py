@@ -86,25 +86,26 @@ def test_json_lines_with_a_byte_order_mark(tmp_path):
     assert load(tmp_path).train.texts == GOOD_TRAIN.text.tolist()
 
 
-def test_reads_sharded_files_in_data_subfolder(tmp_path):
-    data = tmp_path / "ds" / "data"
+def hub_layout(root: Path, train_shards: tuple[str, str]) -> Path:
+    """A dataset folder as the Hub lays it out: data/, GOOD_TRAIN in two shards of these names, GOOD_TEST in one."""
+    data = root / "ds" / "data"
     data.mkdir(parents=True)
-    GOOD_TRAIN.iloc[:2].to_parquet(data / "train-00000-of-00002.parquet")
-    GOOD_TRAIN.iloc[2:].to_parquet(data / "train-00001-of-00002.parquet")
+    GOOD_TRAIN.iloc[:2].to_parquet(data / f"{train_shards[0]}.parquet")
+    GOOD_TRAIN.iloc[2:].to_parquet(data / f"{train_shards[1]}.parquet")
     GOOD_TEST.to_parquet(data / "test-00000-of-00001.parquet")
-    splits = load(tmp_path / "ds")
+    return root / "ds"
+
+
+def test_reads_sharded_files_in_data_subfolder(tmp_path):
+    splits = load(hub_layout(tmp_path, ("train-00000-of-00002", "train-00001-of-00002")))
     assert splits.train.texts == GOOD_TRAIN.text.tolist()
     assert len(splits.test.texts) == 2
 
 
 def test_a_missing_shard_is_refused(tmp_path):
     """train-00000-of-00003 says there are 3: with only the first, a third of the split trained silently."""
-    data = tmp_path / "ds" / "data"
-    data.mkdir(parents=True)
-    GOOD_TRAIN.iloc[:2].to_parquet(data / "train-00000-of-00003.parquet")
-    GOOD_TRAIN.iloc[2:].to_parquet(data / "train-00002-of-00003.parquet")
-    GOOD_TEST.to_parquet(data / "test-00000-of-00001.parquet")
-    refused(tmp_path / "ds", "the train split is 3 shards, but 1 of them is missing (train-00001-of-00003)")
+    refused(hub_layout(tmp_path, ("train-00000-of-00003", "train-00002-of-00003")),
+            "the train split is 3 shards, but 1 of them is missing (train-00001-of-00003)")
 
 
 def test_an_unreadable_text_file_is_named(tmp_path):

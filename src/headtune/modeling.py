@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+# The fix for weights and a config.json that do not fit each other, in every message that finds them so.
+RESAVE = "save the model and its config again with save_pretrained"
 # Any one of these makes a tokenizer; without them transformers builds an empty one that maps every word to [UNK].
 TOKENIZER_FILES = tuple(dict.fromkeys(tokenizer_files() + ("vocab.txt", "vocab.json", "spiece.model", "spm.model",
                                                            "sentencepiece.bpe.model", "tokenizer.model",
@@ -88,7 +90,7 @@ def _load(cls, name: str, cfg: ModelConfig, **kwargs):
             reason = f"a weights file is damaged ({reason}); save the model again with save_pretrained"
         elif mismatched:  # transformers' details went to its log, which headtune keeps quiet
             reason = ("its weights do not fit its config.json (a layer's shape differs, e.g. the classifier's from "
-                      "num_labels or id2label); save the model and its config again with save_pretrained")
+                      f"num_labels or id2label); {RESAVE}")
         elif "trust_remote_code" in text or "custom code" in text:
             reason = (f"it needs its own Python code to load, which headtune does not run by default; "
                       f"pass {flag('trust_remote_code')} if you trust that code")
@@ -179,8 +181,7 @@ def check_size(folder: Path, config, build: Callable[[object], nn.Module]) -> No
     if wanted > 2 * stored:
         raise HeadtuneError(f"cannot load the model from '{folder}': its config.json describes a "
                             f"{getattr(config, 'model_type', '?')} model of {wanted:,} parameters, but its weights "
-                            f"hold {stored:,}; the config does not belong to these weights (save the model and its "
-                            f"config again with save_pretrained)")
+                            f"hold {stored:,}; the config does not belong to these weights ({RESAVE})")
 
 
 def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, tokenizer, class_config: dict | None = None,
@@ -216,7 +217,7 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
         raise HeadtuneError(f"cannot load the model from '{cfg.model}': its weights hold only {total - missing:,} of "
                             f"the {total:,} backbone parameters its config.json (model type "
                             f"'{model.config.model_type}') describes; the config does not belong to these weights "
-                            f"(save the model and its config again with save_pretrained)")
+                            f"({RESAVE})")
     return LoadedModel(model.eval(), new_keys)
 
 

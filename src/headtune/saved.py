@@ -16,7 +16,7 @@ import torch
 
 from .config import ModelConfig
 from .errors import HeadtuneError
-from .modeling import _check_local_folder, _load, check_size
+from .modeling import RESAVE, _check_local_folder, _load, check_size
 
 SETTINGS_FILE = "headtune.json"
 POOLED_MODEL_TYPE = "headtune_pooled"
@@ -105,8 +105,7 @@ def _check_complete(folder: Path, config, missing) -> None:
         names = sorted(missing)
         raise HeadtuneError(f"cannot load the model from '{folder}': its weights lack {len(names)} tensor(s) that its "
                             f"config.json (model type '{config.model_type}') needs ({', '.join(names[:3])}"
-                            f"{', ...' if len(names) > 3 else ''}); save the model and its config again with "
-                            f"save_pretrained")
+                            f"{', ...' if len(names) > 3 else ''}); {RESAVE}")
 
 
 def encoder_config(config):

@@ -125,8 +125,8 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
         + f"{len(splits.test.texts):,} test"
     log.info("data %s: %s texts; %s", cfg.data.dataset, sizes, describe_labels(splits.label_names))
     lrs = _learning_rates(cfg, splits, family is not None)
-    if splits.validation is None and splits.folds is None:  # --keep best and --calibrate need it: say what happens
-        log.info("no validation (%s): the last epoch's head is saved%s", _unvalidated(cfg),
+    if not _validated(splits):  # --keep best and --calibrate need it: say what happens instead
+        log.info("no validation (%s): the last epoch's head is saved%s", _unvalidated(cfg)[0],
                  "" if splits.multi_label or not cfg.train.calibrate else ", uncalibrated")
     clock["data"] = time.perf_counter()
 
@@ -192,27 +192,28 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     return metrics
 
 
-def _unvalidated(cfg: RunConfig) -> str:
-    """Why a run has no validation rows: asked for (--val-fraction 0), or none could be held out."""
-    return ("--val-fraction 0" if cfg.data.val_fraction == 0 else
-            "every class of the training sample has a single example, so none can be held out")
+def _validated(splits: Splits) -> bool:
+    return splits.validation is not None or splits.folds is not None
+
+
+def _unvalidated(cfg: RunConfig) -> tuple[str, str]:
+    """(why a run has no validation rows, how to get some): asked for (--val-fraction 0), or none could be held
+    out."""
+    if cfg.data.val_fraction == 0:
+        return "--val-fraction 0", "validate, e.g. with the default --folds 5"
+    return "every class of the training sample has a single example, so none can be held out", "train on more rows"
 
 
 def _learning_rates(cfg: RunConfig, splits: Splits, registered: bool) -> list[float]:
-    validated = splits.validation is not None or splits.folds is not None
-    why = _unvalidated(cfg)
-    if cfg.train.patience is not None and not validated:  # silently training on would mislead
+    why, remedy = _unvalidated(cfg)
+    if cfg.train.patience is not None and not _validated(splits):  # silently training on would mislead
         raise HeadtuneError(f"--patience stops when the validation accuracy no longer improves, and this run has no "
-                            f"validation ({why}); drop --patience" + (
-                                ", or validate, e.g. with the default --folds 5" if cfg.data.val_fraction == 0 else
-                                ", or train on more rows"))
+                            f"validation ({why}); drop --patience, or {remedy}")
     if cfg.train.lr != "auto":
         return [cfg.train.lr]
-    if not validated:
+    if not _validated(splits):
         raise HeadtuneError(f"--lr auto chooses the learning rate on held-out rows, and this run has none ({why}); "
-                            f"pass a learning rate, e.g. --lr 0.03" + (
-                                ", or validate, e.g. with the default --folds 5" if cfg.data.val_fraction == 0 else
-                                ", or train on more rows"))
+                            f"pass a learning rate, e.g. --lr 0.03, or {remedy}")
     if not registered:
         log.warning("--lr auto needs an architecture headtune has an entry for; training at --lr %g", FALLBACK_LR)
         return [FALLBACK_LR]
