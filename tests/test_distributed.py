@@ -132,6 +132,65 @@ def test_accelerate_launch_two_processes_give_what_one_gives(tmp_path, tiny_mode
     assert_same_run(single, out, cache)
 
 
+def test_bad_input_under_torchrun_is_the_error_line_not_an_interruption(tmp_path, tiny_models):
+    # every process meets the bad input; whichever the launcher stops first must not send the user to "resume"
+    argv = train_argv(tiny_models["distilbert"], tmp_path / "no-such-data", tmp_path / "out", tmp_path / "cache")
+    done = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "-m", "headtune", *argv], tmp_path)
+    ours = [line for line in done.stderr.splitlines() if line.startswith("headtune: ")]
+    assert done.returncode != 0
+    assert f"headtune: error: dataset path {tmp_path / 'no-such-data'} does not exist; pass a folder with --dataset" \
+        in ours, done.stderr
+    # the other process printed the same error, or says its launcher stopped it: never a bare "interrupted"
+    assert all(line.startswith(("headtune: error: dataset path", "headtune: process 0 of 2 was stopped by its "
+                                "launcher", "headtune: process 1 of 2 was stopped by its launcher")) for line in ours), ours
+
+
+@pytest.mark.parametrize("rank, launched", [(1, "2"), (0, "2"), (0, None)])
+def test_sigterm_under_a_launcher_says_the_launcher_stopped_the_process(monkeypatch, tiny_models, tmp_path, rank,
+                                                                        launched):
+    for name in distributed.WORLD_SIZE_VARIABLES + distributed.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    if launched:
+        monkeypatch.setenv("WORLD_SIZE", launched)
+        monkeypatch.setenv("RANK", str(rank))
+    cfg = cli.RunConfig.from_flat(**{"model": str(tiny_models["distilbert"]), "output_dir": str(tmp_path / "o"),
+                                     "cache_dir": str(tmp_path / "c")})
+    line = cli.interrupted_message("train", cfg, terminated=True)
+    if launched:
+        assert line.startswith(f"process {rank} of 2 was stopped by its launcher, which stops them all when one "
+                               f"fails (see that one's error line) or when the run is interrupted; nothing was "
+                               f"written to {tmp_path / 'o'}"), line
+    else:
+        assert line.startswith(f"interrupted; nothing was written to {tmp_path / 'o'}"), line
+    assert line.endswith("rerun the same command to resume from them")
+    assert cli.interrupted_message("predict", None, terminated=False) == "interrupted; nothing was written"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_predict_and_evaluate_run_in_the_launchers_first_process_alone(single, data_dir, tmp_path, monkeypatch,
+                                                                       capsys, rank):
+    for name in distributed.WORLD_SIZE_VARIABLES + distributed.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setattr(distributed, "current", lambda: pytest.fail("joined a process group"))
+    model = single[0] / "model"
+    assert cli.main(["predict", "--model", str(model), "a fine film", "a dull film"]) == 0
+    out, err = capsys.readouterr()
+    evaluated = tmp_path / "evaluated"
+    assert cli.main(["evaluate", "--model", str(model), "--dataset", str(data_dir), "--output-dir",
+                     str(evaluated)]) == 0
+    if rank:  # another process's output would repeat the first's, or race it for the same files
+        assert (out, err) == ("", "")
+        assert capsys.readouterr() == ("", "") and not evaluated.exists()
+    else:
+        assert [row["text"] for row in json.loads(out)] == ["a fine film", "a dull film"]
+        assert "predict runs in one process: this one does it all, and the launcher's other 1 do nothing" in err
+        assert err.count("runs in one process") == 1
+        assert (evaluated / "metrics.json").is_file()
+
+
 # --------------------------------------------------------------------------- one process's role, in this process
 
 def test_a_process_that_is_not_the_main_one_fills_its_shards_and_writes_nothing_else(tmp_path, tiny_models,

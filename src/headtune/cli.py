@@ -284,6 +284,11 @@ def _main(argv: list[str] | None) -> int:
         elif command == "evaluate":
             evaluation = EvaluateRun.from_flat(**args)
         _configure_logging(debug, quiet)
+        if command in ("evaluate", "predict"):
+            from .distributed import runs_alone
+
+            if not runs_alone(command):
+                return 0
         if command == "train":
             from .workflow import run
 
@@ -313,7 +318,7 @@ def _main(argv: list[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except KeyboardInterrupt as stop:
-        print(f"headtune: {interrupted_message(command, cfg)}", file=sys.stderr)
+        print(f"headtune: {interrupted_message(command, cfg, isinstance(stop, Terminated))}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     except Exception as err:  # a bug in headtune, not in the user's input
         if debug_requested(argv):
@@ -337,14 +342,19 @@ def _print_json(value) -> None:
         raise HeadtuneError(f"cannot write the JSON to stdout: {err.strerror or err}") from None
 
 
-def interrupted_message(command: str | None, cfg: RunConfig | None) -> str:
-    """What Ctrl-C left behind and how to go on, in one line."""
+def interrupted_message(command: str | None, cfg: RunConfig | None, terminated: bool = False) -> str:
+    """What Ctrl-C (or SIGTERM) left behind and how to go on, in one line."""
+    stopped = "interrupted"
+    if terminated:  # under a launcher, SIGTERM most often means another process failed: say so, not only "resume"
+        from .distributed import stopped_by_launcher
+
+        stopped = stopped_by_launcher() or stopped
     if command != "train" or cfg is None:
-        return "interrupted; nothing was written"
+        return f"{stopped}; nothing was written"
     kept = ("nothing is kept (--no-cache): rerun the same command to start again" if cfg.features.no_cache else
             f"backbone features of the finished cache shards are kept in {cfg.features.cache_dir}: "
             f"rerun the same command to resume from them")
-    return f"interrupted; nothing was written to {cfg.output.output_dir}, and {kept}"
+    return f"{stopped}; nothing was written to {cfg.output.output_dir}, and {kept}"
 
 
 def debug_requested(argv: list[str] | None) -> bool:

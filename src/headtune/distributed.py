@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 # The variables that carry the number of processes, as accelerate reads them (torchrun and `accelerate launch`
 # set WORLD_SIZE; mpirun sets one of the others).
 WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")  # in the same order
 
 # How long a process waits at the barrier for the others. The default (10 or 30 minutes) is far too short: the
 # process whose share of the cache is already there (a resumed run, a small last split) waits there for the
@@ -112,6 +113,45 @@ def launched_processes() -> int:
                 raise HeadtuneError(f"the environment variable {name}={value!r} is not a number of processes; "
                                     f"it is set by launchers such as torchrun") from None
     return 1
+
+
+def launched_rank() -> int:
+    """This process's rank as the launcher set it, read before (or without) joining any process group: 0 when no
+    launcher set one."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return int(value)
+            except ValueError:
+                raise HeadtuneError(f"the environment variable {name}={value!r} is not a process rank; it is set by "
+                                    f"launchers such as torchrun") from None
+    return 0
+
+
+def stopped_by_launcher() -> str | None:
+    """Why SIGTERM reached this process, if a launcher started it among several: a launcher stops every process
+    of a run as soon as one fails (that one's own line says why, e.g. bad input, which every process meets) or when
+    the run itself is stopped, and this process cannot tell which. None for a process started on its own."""
+    try:
+        total, rank = launched_processes(), launched_rank()
+    except HeadtuneError:
+        return None
+    if total <= 1:
+        return None
+    return (f"process {rank} of {total} was stopped by its launcher, which stops them all when one fails (see "
+            f"that one's error line) or when the run is interrupted")
+
+
+def runs_alone(command: str) -> bool:
+    """Whether this process runs `command`, one that works in a single process (predict, evaluate): any process
+    started on its own; of several a launcher started, the first alone, which says so once. The others would
+    repeat its work and print or write the same output again."""
+    total, rank = launched_processes(), launched_rank()
+    if total > 1 and rank == 0:
+        log.warning("%s runs in one process: this one does it all, and the launcher's other %d do nothing (start it "
+                    "without torchrun / accelerate launch)", command, total - 1)
+    return rank == 0
 
 
 def current() -> Processes:
