@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 
@@ -201,6 +202,65 @@ def test_shard_with_wrong_tensors_is_not_trusted(tmp_path, caplog):
     assert len(_damage_warnings(caplog)) == 1
     assert not cache.shard_path(0).exists()
     assert [p.name for p in cache.folder.iterdir()] == ["key.json"]  # no temporary files left behind
+
+
+def test_a_folder_where_a_shard_goes_is_refused_in_one_line_and_kept(distilbert, tmp_path):
+    """A folder was an internal error (IsADirectoryError): headtune never makes one there, so it is not deleted
+    (it may hold someone's files) but named, with the way out; removed, the shard is computed again."""
+    cache = tmp_path / "cache"
+    original, _ = extract(distilbert, TEXTS, cache)
+    shard = next(p for p in cache.iterdir() if p.is_dir()) / "shard-00001.safetensors"
+    shard.unlink()
+    shard.mkdir()
+    (shard / "notes.txt").write_text("mine")
+    with pytest.raises(HeadtuneError) as err:
+        extract(distilbert, TEXTS, cache)
+    assert str(err.value) == (f"cache file {shard} is a folder; remove it and rerun (the file is computed again), "
+                              f"or pass --no-cache")
+    assert (shard / "notes.txt").read_text() == "mine"
+    shutil.rmtree(shard)
+    again, stats = extract(distilbert, TEXTS, cache)
+    assert (stats.cached_shards, stats.computed_shards) == (2, 1)
+    assert torch.equal(again, original)
+
+
+@pytest.mark.parametrize("name", ["body.safetensors", "tokenizer.safetensors"])  # a model's entry (checkpoint.py)
+def test_a_folder_where_any_file_of_an_entry_goes_is_refused(tmp_path, name):
+    cache = FeatureCache(tmp_path, "k", {"x": 1})
+    (cache.folder / name).mkdir(parents=True)
+    path = cache.folder / name
+    for use in (lambda: cache.read(path), lambda: cache.write(path, {"t": torch.ones(1)})):
+        with pytest.raises(HeadtuneError, match=f"^cache file {re.escape(str(path))} is a folder; remove it and "):
+            use()
+    assert path.is_dir()
+
+
+def test_a_file_where_an_entry_goes_is_refused(tmp_path):
+    """It was an internal error (FileExistsError) after the shard's whole backbone pass."""
+    cache = FeatureCache(tmp_path, "k", {"x": 1})
+    cache.folder.write_text("mine")
+    for use in (lambda: cache.load(0, {"features"}), lambda: cache.save(0, {"features": torch.ones(2, 3)})):
+        with pytest.raises(HeadtuneError) as err:
+            use()
+        assert str(err.value) == (f"cache entry {cache.folder} is a file, not a folder; remove it and rerun (the "
+                                  f"entry is computed again), or pass --no-cache")
+    assert cache.folder.read_text() == "mine"
+
+
+def test_a_damaged_file_that_cannot_be_deleted_is_one_line(tmp_path, monkeypatch):
+    """A read-only cache (root ignores permissions, so the refusal is simulated): that was an internal error."""
+    cache = FeatureCache(tmp_path, "k", {"x": 1})
+    cache.shard_path(0).parent.mkdir()
+    cache.shard_path(0).write_bytes(b"not a safetensors file")
+
+    def refuse(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(type(cache.shard_path(0)), "unlink", refuse)
+    shard = re.escape(str(cache.shard_path(0)))
+    with pytest.raises(HeadtuneError, match=rf"^cache file {shard} is damaged \(.+\) and cannot be deleted "
+                                            r"\(Permission denied\); delete it, or pass --no-cache$"):
+        cache.load(0, {"features"})
 
 
 def test_cache_files_get_the_permissions_the_umask_gives(tmp_path):

@@ -107,6 +107,74 @@ def test_missing_label_cells_are_refused_or_dropped(tmp_path):
     assert load(tmp_path, drop_invalid=True).train.texts == ["a", "c"]
 
 
+def test_an_empty_csv_cell_is_a_text_without_labels_with_the_flag(tmp_path, caplog):
+    """CSV cannot write parquet's or JSON's [] (pandas reads an empty cell as NaN), so with --multi-label an empty
+    cell is a text without labels; without the flag it stays a missing label."""
+    train = frame(["a", "b", "c", "d", "e"], ["billing, refund", "", "card", None, "refund"])  # both empty cells
+    write(tmp_path, train, frame(["f", "g"], ["", "card"]), "csv")
+    with caplog.at_level("INFO", logger="headtune"):
+        splits = load(tmp_path, multi_label=True)
+    assert splits.label_names == ["billing", "card", "refund"]
+    assert splits.train.texts == ["a", "b", "c", "d", "e"]  # nothing dropped
+    assert splits.train.labels.tolist() == [[1, 0, 1], [0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1]]
+    assert splits.test.labels.tolist() == [[0, 0, 0], [0, 1, 0]]
+    assert "2 empty label cells in the train split, at rows 1, 3 (counting from 0), read as texts without labels" \
+        in caplog.messages
+    assert "1 empty label cell in the test split, at row 0 (counting from 0), read as texts without labels" \
+        in caplog.messages
+    refused(tmp_path, "the train split has 2 missing labels (null or NaN) at rows 1, 3 ", "--drop-invalid")
+
+
+def test_empty_csv_cells_with_integer_labels_keep_them_integers(tmp_path):
+    write(tmp_path, frame(["a", "b", "c", "d"], [0, None, 2, 1]), frame(["e", "f"], [None, 2]), "csv")
+    splits = load(tmp_path, multi_label=True, label_names=["sad", "meh", "glad"])  # 2.0 (a float column) is 2
+    assert splits.train.labels.tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0]]
+    assert splits.test.labels.tolist() == [[0, 0, 0], [0, 0, 1]]
+
+
+def test_empty_csv_cells_still_need_two_labels_in_train(tmp_path):
+    write(tmp_path, frame(["a", "b"], ["", ""]), frame(["c"], [""]), "csv")
+    refused(tmp_path, "the train split has no labels", "at least two", multi_label=True)
+    write(tmp_path, frame(["a", "b"], ["x", ""]), frame(["c"], [""]), "csv")
+    refused(tmp_path, "only one label ('x')", "at least two", multi_label=True)
+
+
+def test_a_null_of_json_stays_a_missing_label_with_the_flag(tmp_path):
+    """JSON can write [] (and ""), so its null is no empty label set: it may be a label that was never filled in."""
+    write(tmp_path, frame(["a", "b", "c"], ["x", None, "y"]), frame(["d"], ["x"]), "jsonl")
+    refused(tmp_path, "1 missing label ", "row 1 ", "--drop-invalid", multi_label=True)
+
+
+def test_a_csv_with_empty_cells_trains_evaluates_and_predicts(tiny_models, tmp_path):
+    """Texts without labels through a whole run: the head's targets, the threshold, the metrics, evaluate (the
+    model's multi-label reading of the same CSV) and predict agree."""
+    import headtune
+    from conftest import sentiment_frame
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 120, 1), ("test", 40, 2)):
+        rows = sentiment_frame(n, seed)
+        tags = [(["long"] if len(text.split()) > 12 else []) + (["pos"] if label else [])
+                for text, label in zip(rows.text, rows.label)]
+        assert sum(not t for t in tags) >= 10  # many texts without labels: empty cells
+        pd.DataFrame({"text": rows.text, "tags": [", ".join(t) for t in tags]}).to_csv(data / f"{split}.csv",
+                                                                                      index=False)
+    common = dict(dataset=str(data), label_column="tags", device="cpu", cache_dir=str(tmp_path / "cache"))
+    metrics = headtune.train(model=str(tiny_models["distilbert"]), multi_label=True, max_length=32, epochs=4, lr=0.3,
+                             pooling="mean", output_dir=str(tmp_path / "out"), **common)
+    assert metrics["task"] == "multi_label_classification" and metrics["labels"] == ["long", "pos"]
+    model = str(tmp_path / "out" / "model")
+    result = headtune.evaluate(model=model, output_dir=str(tmp_path / "eval"), **common)
+    assert result["features"] == "cache"
+    assert (result["accuracy"], result["f1"]) == (metrics["after"]["accuracy"], metrics["after"]["f1"])
+    predicted = headtune.predict(rows.text.tolist(), model=model, device="cpu", max_length=32)
+    right = [set(row["labels"]) == set(t) for row, t in zip(predicted, tags)]
+    assert metrics["after"]["accuracy"] == pytest.approx(np.mean(right))
+    # a text without labels is right when none is predicted: the head learnt that, for some of them
+    assert any(ok and not t for ok, t in zip(right, tags))
+
+
 def test_positive_label_is_refused_for_multi_label(tmp_path):
     write(tmp_path, frame(["a", "b"], [["x"], ["y"]]), frame(["c"], [["x"]]), "jsonl")
     refused(tmp_path, "--positive-label applies to two-label data only", "multi-label", positive_label="x")

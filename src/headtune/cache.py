@@ -6,7 +6,9 @@ per slice of the length-sorted texts; a model's entry (keyed by weights and toke
 alone) holds its checkpoint body instead (checkpoint.py). Each file is written to a
 temporary file and renamed into place, so it is either complete or absent; a checksum in
 its header catches a file that was damaged later. A bad file is reported in one line,
-deleted and recomputed, never trusted.
+deleted and recomputed, never trusted. A folder where a file goes (or a file where an entry's
+folder goes) is no file of ours gone bad, and may hold someone's files: it is refused in one
+line, never deleted.
 """
 from __future__ import annotations
 
@@ -86,6 +88,7 @@ class FeatureCache:
     def read(self, path: Path, names: set[str] | None = None) -> tuple[dict[str, torch.Tensor], dict] | None:
         """(tensors, metadata) of a file of this entry, or None when it is missing or damaged (then it is
         deleted). `names`: the tensors it must hold, if known."""
+        self._check_kinds(path)
         if not path.exists():
             return None
         try:
@@ -100,8 +103,24 @@ class FeatureCache:
         if ok:
             return tensors, meta
         log.warning("cache file %s is damaged (%s); recomputing it", path, reason)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # a read-only cache: the recomputed file could not be written there either
+            raise HeadtuneError(f"cache file {path} is damaged ({reason}) and cannot be deleted "
+                                f"({err.strerror or err}); delete it, or pass {flag('no_cache')}") from None
         return None
+
+    def _check_kinds(self, path: Path) -> None:
+        """Refuse a file where this entry's folder goes, and a folder (or a device, a pipe) where its file `path`
+        goes: headtune makes neither, so deleting it could delete someone's files, and reading or writing there
+        would fail with an error that looks like headtune's own bug."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise HeadtuneError(f"cache entry {self.folder} is a file, not a folder; remove it and rerun (the entry "
+                                f"is computed again), or pass {flag('no_cache')}")
+        if path.exists() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise HeadtuneError(f"cache file {path} is {kind}; remove it and rerun (the file is computed again), "
+                                f"or pass {flag('no_cache')}")
 
     def write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None = None) -> None:
         """Write a file of this entry atomically: a temporary file in the same folder, fsynced, then renamed."""
@@ -111,6 +130,7 @@ class FeatureCache:
             self._write(path, tensors, meta)
 
     def _write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str] | None) -> None:
+        self._check_kinds(path)  # again: another run sharing the cache may have made one since; os.replace would fail
         self.folder.mkdir(parents=True, exist_ok=True)
         key_file = self.folder / "key.json"
         if not key_file.exists():

@@ -78,6 +78,7 @@ class RawSplit:
 
     texts: pa.ChunkedArray | np.ndarray
     labels: np.ndarray
+    csv: bool = False  # read from CSV, where an empty label cell is NaN, as a missing one would be
 
 
 @dataclass
@@ -103,6 +104,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         raw = dict(zip(wanted, pool.map(data.read, wanted.values())))
     rows, dropped = {}, {}
     for split in wanted:
+        raw[split] = empty_cells_without_labels(raw[split], split, cfg.multi_label)
         rows[split], dropped[split] = clean_split(raw[split], split, cfg)
     values = {split: raw[split].labels[rows[split]] for split in ("train", "validation", "test") if split in raw}
     multi = cfg.multi_label or any(holds_lists(v) for v in values.values())
@@ -151,7 +153,7 @@ def load_split(source: DataSource, split: str, label2id: dict[str, int], multi_l
     values) and must be labels the model knows; multi-label rows become (n, K) in the model's order.
     """
     data = open_dataset(source)
-    raw = data.read(resolve_split(data, split))
+    raw = empty_cells_without_labels(data.read(resolve_split(data, split)), split, multi_label)
     rows, dropped = clean_split(raw, split, source)
     labels = encode_for_model(raw.labels[rows], data.label_names, source.label_names, label2id, multi_label, split)
     keep = np.arange(len(labels)) if size is None else draw(labels, size, seed, split, multi_label, flag("size"))
@@ -296,13 +298,15 @@ def _check_shards(files: list[Path], split: str) -> None:
 
 def read_table(files: list[Path], split: str, source: DataSource) -> RawSplit:
     parts = [read_file(f, split, source) for f in files]
+    csv = parts[0].csv  # the shards of a split are files of one type (find_split_files)
     if len(parts) == 1:
         raw = parts[0]
     elif all(isinstance(p.texts, pa.ChunkedArray) for p in parts):
         raw = RawSplit(pa.chunked_array([c for p in parts for c in p.texts.cast(pa.large_string()).chunks],
-                                        type=pa.large_string()), np.concatenate([p.labels for p in parts]))
+                                        type=pa.large_string()), np.concatenate([p.labels for p in parts]), csv)
     else:
-        raw = RawSplit(np.concatenate([_objects(p.texts) for p in parts]), np.concatenate([p.labels for p in parts]))
+        raw = RawSplit(np.concatenate([_objects(p.texts) for p in parts]), np.concatenate([p.labels for p in parts]),
+                       csv)
     if len(raw.labels) == 0:
         raise HeadtuneError(f"the {split} split ({files[0]}) has no rows; it needs rows with "
                             f"'{source.text_column}' and '{source.label_column}' columns")
@@ -340,7 +344,9 @@ def read_file(path: Path, split: str, source: DataSource) -> RawSplit:
     except Exception as err:  # pandas/pyarrow parse errors come in many types
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HeadtuneError(f"cannot read {path} as {kind}: {reason}") from err
-    return from_frame(frame, split, source)
+    raw = from_frame(frame, split, source)
+    raw.csv = kind == "csv"
+    return raw
 
 
 def _json_array(path: Path, encoding: str) -> bool:
@@ -472,6 +478,22 @@ def missing_labels(labels) -> np.ndarray:
     import pandas as pd  # isna: None, NaN, NaT and pandas' NA alike
 
     return np.asarray(pd.isna(labels if isinstance(labels, np.ndarray) else _objects(labels)), dtype=bool)
+
+
+def empty_cells_without_labels(raw: RawSplit, split: str, multi_label: bool) -> RawSplit:
+    """Multi-label data read from CSV, with each empty label cell a row without labels: CSV cannot write the
+    `[]` of parquet and JSON, and its empty cell (which pandas reads as NaN) is the empty string, which splits into
+    no labels. An empty cell of single-label data, and a null of any other format, stay missing labels."""
+    if not (multi_label and raw.csv):
+        return raw
+    empty = missing_labels(raw.labels)
+    if not empty.any():
+        return raw
+    log.info("%d empty label cell%s in the %s split, at %s, read as texts without labels", empty.sum(),
+             _s(empty.sum()), split, _rows(empty))
+    labels = raw.labels.astype(object)  # integer labels with empty cells are floats: 1.0 stays label 1
+    labels[empty] = ""
+    return RawSplit(raw.texts, labels, raw.csv)
 
 
 def clean_split(raw: RawSplit, split: str, source: DataSource) -> tuple[np.ndarray, int]:
