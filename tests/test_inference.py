@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import headtune
@@ -299,14 +304,42 @@ def test_api_takes_a_path_and_matches_the_cli(binary, capsys):
     assert single[0] == pytest.approx(rows[0], abs=1e-6)
 
 
-def test_api_reads_a_file(binary, tmp_path):
+@pytest.mark.parametrize("make", [tuple, iter, lambda texts: (t for t in texts), np.array,
+                                  lambda texts: pd.Series(texts, index=[7, 3])],
+                         ids=["tuple", "iterator", "generator", "numpy", "series"])
+def test_api_reads_any_iterable_of_texts_once_as_plain_str(binary, make):
+    folder, _ = binary
+    rows = headtune.predict(make(TEXTS), model=folder, device="cpu")
+    assert rows == headtune.predict(TEXTS, model=folder, device="cpu")
+    assert [type(r["text"]) for r in rows] == [str, str]  # not numpy's str_, a subclass that prints as np.str_(...)
+
+
+def test_api_file_reads_as_the_cli_file_does(binary, tmp_path, capsys, monkeypatch):
     folder, _ = binary
     path = tmp_path / "texts.txt"
-    path.write_text("a great film\ndull mess\n\n")
-    assert headtune.predict(None, model=folder, file=path, device="cpu") == \
-        headtune.predict(["a great film", "dull mess"], model=folder, device="cpu")
-    with pytest.raises(HeadtuneError, match="not both"):
-        headtune.predict(["x"], model=folder, file=path)
+    path.write_bytes("\ufeffa great film\r\ndull mess\n\n".encode("utf-8"))
+    rows, _ = predicted(["--model", folder, "--file", path], capsys)
+    assert [r["text"] for r in rows] == ["a great film", "dull mess"]
+    assert headtune.predict(file=path, model=folder, device="cpu") == rows  # os.PathLike
+    assert headtune.predict(file=str(path), model=folder, device="cpu") == rows
+    monkeypatch.setattr("sys.stdin", io.StringIO("a great film\ndull mess\n"))
+    assert headtune.predict(file="-", model=folder, device="cpu") == rows
+
+
+@pytest.mark.parametrize("texts, file, message", [
+    (["x"], "texts.txt", "give texts or file=PATH, not both"),
+    ([], "texts.txt", "give texts or file=PATH, not both"),
+    (None, None, "no texts to predict; pass texts (a list of strings) or file=PATH (one text per line)"),
+    (None, "gone.txt", "--file {tmp}/gone.txt does not exist"),
+    (None, "blank.txt", "line 2 is empty or whitespace only; every line must be non-blank, valid Unicode text"),
+])
+def test_api_texts_and_file_errors_are_one_line(binary, tmp_path, texts, file, message):
+    folder, _ = binary
+    (tmp_path / "texts.txt").write_text("a great film\n")
+    (tmp_path / "blank.txt").write_text("a great film\n \ndull mess\n")
+    with pytest.raises(HeadtuneError) as info:
+        headtune.predict(texts, model=folder, device="cpu", **({} if file is None else {"file": tmp_path / file}))
+    assert str(info.value) == message.format(tmp=tmp_path)
 
 
 def test_api_error_for_a_missing_folder_is_the_cli_line(tmp_path, capsys):
@@ -338,6 +371,12 @@ def test_api_errors_are_the_lines_the_cli_prints(binary, capsys, texts, settings
     (["ok"], {"topk": 3}, "unknown setting --topk"),
     (["ok"], {"threshold": 1.5}, "--threshold must be a number from 0 to below 1"),
     (["ok"], {"model": 7}, "--model must be a path or name"),
+    (["ok", None], {}, "text 2 is not a string (NoneType)"),
+    (["ok", b"x"], {}, "text 2 is not a string (bytes)"),
+    ({"a great film": 1}, {}, "not a dict; pass list(texts.values()) or list(texts) to say which"),
+    ({"a great film"}, {}, "not a set, which has no order; pass a list, e.g. sorted(texts)"),
+    (np.array([TEXTS, TEXTS]), {}, "not a 2-D ndarray; pass one column of texts"),
+    (pd.DataFrame({"text": TEXTS}), {}, "not a 2-D DataFrame; pass one column of texts"),
 ])
 def test_api_only_errors_are_one_line(binary, texts, settings, needle):
     folder, _ = binary
@@ -346,12 +385,87 @@ def test_api_only_errors_are_one_line(binary, texts, settings, needle):
     assert needle in str(info.value) and "\n" not in str(info.value)
 
 
+# --------------------------------------------------------------------------- transformers' output
+
+
+@pytest.fixture
+def transformers_output(monkeypatch):
+    """Sets transformers' verbosity and progress bars and huggingface_hub's bars; puts them back after the test."""
+    import importlib
+
+    from huggingface_hub import utils as hub
+    from transformers.utils import logging as tf_logging
+
+    # a CLI test run in this process before huggingface_hub was imported has fixed its bars' switch through
+    # $HF_HUB_DISABLE_PROGRESS_BARS (cli._configure_logging): free the switch for this test
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.utils.tqdm"), "HF_HUB_DISABLE_PROGRESS_BARS", None)
+
+    def state():
+        return tf_logging.get_verbosity(), tf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
+
+    def set_state(verbosity, bars, hub_bars_off):
+        tf_logging.set_verbosity(verbosity)
+        (tf_logging.enable_progress_bar if bars else tf_logging.disable_progress_bar)()
+        (hub.disable_progress_bars if hub_bars_off else hub.enable_progress_bars)()
+        assert state() == (verbosity, bars, hub_bars_off)
+
+    before = state()
+    yield state, set_state
+    set_state(*before)
+
+
+def no_transformers_output(err: str) -> bool:
+    return not any(text in err for text in ("Loading weights", "LOAD REPORT", "[transformers]"))
+
+
+@pytest.mark.parametrize("caller", [(logging.WARNING, True, False), (logging.INFO, True, True),
+                                    (logging.ERROR, False, False)])
+def test_api_predict_hides_transformers_output_and_leaves_its_settings(binary, transformers_output, capfd, caller):
+    folder, _ = binary
+    state, set_state = transformers_output
+    set_state(*caller)
+    headtune.predict(TEXTS, model=folder, device="cpu")
+    assert no_transformers_output(capfd.readouterr().err)
+    assert state() == caller
+
+
+def test_api_train_and_evaluate_hide_transformers_output_too(tiny_models, tmp_path, transformers_output, capfd):
+    from conftest import sentiment_frame
+
+    state, set_state = transformers_output
+    set_state(logging.WARNING, True, False)
+    data = tmp_path / "data"
+    data.mkdir()
+    sentiment_frame(60, seed=1).to_parquet(data / "train.parquet")
+    sentiment_frame(40, seed=2).to_parquet(data / "test.parquet")
+    capfd.readouterr()
+    # the backbone has no classification head: transformers reports the head's weights as missing (LOAD REPORT)
+    headtune.train(model=str(tiny_models["distilbert"]), dataset=str(data), output_dir=str(tmp_path / "out"),
+                   device="cpu", epochs=1, max_length=16)
+    headtune.evaluate(model=str(tmp_path / "out" / "model"), dataset=str(data), device="cpu", no_cache=True,
+                      output_dir=str(tmp_path / "eval"))
+    assert no_transformers_output(capfd.readouterr().err)
+    assert state() == (logging.WARNING, True, False)
+
+
+def test_api_quiets_the_transformers_it_imports_then_leaves_it_as_the_caller_set_it(binary):
+    """In a fresh process transformers is imported by the call itself: quiet from its import on, and afterwards
+    as that import would have set it (TRANSFORMERS_VERBOSITY=info, bars on)."""
+    folder, _ = binary
+    code = ("import os, sys, headtune; headtune.predict(['a great film'], model=sys.argv[1], device='cpu'); "
+            "from transformers.utils import logging as t; "
+            "print(t.get_verbosity(), t.is_progress_bar_enabled(), os.environ['TRANSFORMERS_VERBOSITY'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE")}
+    env.update(TRANSFORMERS_VERBOSITY="info", PYTHONPATH=str(Path(headtune.__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert done.returncode == 0, done.stderr
+    assert no_transformers_output(done.stderr), done.stderr
+    assert done.stdout.split() == [str(logging.INFO), "True", "info"]
+
+
 def test_a_reader_that_stops_early_is_no_error(many, tmp_path):
     """`headtune predict ... | head`: the closed pipe ends the command quietly, with status 0."""
-    import os
-    import subprocess
-    import sys
-
     folder, _ = many
     texts = tmp_path / "texts.txt"
     texts.write_text("".join(f"text number {i}\n" for i in range(1500)))  # 77 labels each: far over a pipe's buffer

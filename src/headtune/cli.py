@@ -176,29 +176,6 @@ def _number(value, kind):
     return value
 
 
-def read_lines(source: str) -> list[str]:
-    """Texts from a file (or '-' for stdin), one per line. Blank lines at the end are dropped (editors and
-    `echo` leave them); a blank line between texts stays an error, since it may be a lost text."""
-    try:
-        if source == "-":
-            data = sys.stdin.read()
-        else:
-            with open(source, encoding="utf-8") as f:
-                data = f.read()
-    except FileNotFoundError:
-        raise HeadtuneError(f"--file {source} does not exist") from None
-    except UnicodeDecodeError:
-        raise HeadtuneError(f"{'stdin' if source == '-' else source} is not valid UTF-8 text") from None
-    except OSError as err:
-        raise HeadtuneError(f"cannot read {source}: {err.strerror}") from None
-    # one text per line break (\n, \r\n or \r): str.splitlines would also cut a text at a form feed, \x1c-\x1e,
-    # \x85 or U+2028, which scraped texts hold; a byte-order mark from Windows tools is not text
-    lines = data.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
 def _predict_texts(args: dict) -> tuple[list[str], str]:
     texts = args.pop("texts")
     source = args.pop("file", None)
@@ -207,6 +184,8 @@ def _predict_texts(args: dict) -> tuple[list[str], str]:
     if source is None and texts == ["-"]:
         source = "-"
     if source is not None:
+        from .inference import read_lines  # one reader for --file and the API's file=
+
         return read_lines(source), "line"
     if "-" in texts:
         raise HeadtuneError("'-' (read stdin) must be the only text argument")

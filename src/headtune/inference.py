@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -27,14 +29,14 @@ from .saved import encoder_config, load_classifier
 log = logging.getLogger(__name__)
 
 
-
 def check_texts(texts, source: str = "text") -> list[str]:
-    """Refuse what cannot be classified: no texts, non-strings, empty or whitespace-only texts, and
-    strings that are not valid Unicode (lone surrogates, e.g. from command-line bytes that are not UTF-8)."""
+    """The texts as a list of plain str: one str is one text; any other iterable of str (list, tuple, generator,
+    pandas Series, 1-D numpy array) is read once. Refuses what cannot be classified: no texts, non-strings, empty
+    or whitespace-only texts, strings that are not valid Unicode (lone surrogates, e.g. from command-line bytes
+    that are not UTF-8), and collections whose items are not texts in an order (see _check_collection)."""
     if isinstance(texts, str):
         texts = [texts]
-    if isinstance(texts, (bytes, bytearray)):  # list() would make it a list of ints
-        raise HeadtuneError(f"texts must be a list of strings (got {type(texts).__name__}); decode the bytes first")
+    _check_collection(texts)
     try:
         texts = list(texts)
     except TypeError:
@@ -45,12 +47,30 @@ def check_texts(texts, source: str = "text") -> list[str]:
         problem = text_problem(text)
         if problem:
             raise HeadtuneError(f"{source} {i} {problem}; every {source} must be non-blank, valid Unicode text")
-    return texts
+    return [str(text) for text in texts]  # numpy's str_ (a str subclass) would be the rows' "text": plain str there
 
 
-def predict(texts, model=PredictConfig.model, **settings) -> list[dict]:
-    """One row per text from the model folder `model` (see the module docstring for the rows and
-    PredictConfig for the settings). With file=PATH the texts come from that file, one per line."""
+def _check_collection(texts) -> None:
+    """Refuse iterables whose items are not the texts, or not in an order the rows could follow."""
+    name = type(texts).__name__
+    if isinstance(texts, (bytes, bytearray)):  # list() would make it a list of ints
+        raise HeadtuneError(f"texts must be a list of strings (got {name}); decode the bytes first")
+    if isinstance(texts, Mapping):  # list() would take its keys: were they the texts, or the values?
+        raise HeadtuneError(f"texts must be a list of strings, not a {name}; pass list(texts.values()) or "
+                            f"list(texts) to say which of its values or keys are the texts")
+    if isinstance(texts, (set, frozenset)):  # rows in an order that changes from run to run, duplicates merged
+        raise HeadtuneError(f"texts must be a list of strings, not a {name}, which has no order; pass a list, "
+                            f"e.g. sorted(texts)")
+    ndim = getattr(texts, "ndim", 1)  # list() of a 2-D array or a DataFrame gives rows or column names
+    if ndim != 1:
+        raise HeadtuneError(f"texts must be a list of strings, not a {ndim}-D {name}; pass one column of texts "
+                            f"(a 1-D array, a Series or a list)")
+
+
+def predict(texts=None, model=PredictConfig.model, **settings) -> list[dict]:
+    """One row per text from the model folder `model` (see the module docstring for the rows, check_texts for
+    the texts, and PredictConfig for the settings). With file=PATH the texts come from that file, one per line,
+    read as `headtune predict --file` reads it."""
     cfg = _config(model, settings)
     texts, source = _texts(texts, cfg.file)
     texts = check_texts(texts, source)
@@ -83,12 +103,36 @@ def _config(model, settings: dict) -> PredictConfig:
 def _texts(texts, file: str | None) -> tuple:
     """The texts, and what to call one of them in an error: the CLI reads --file itself, the API here."""
     if file is None:
+        if texts is None:
+            raise HeadtuneError("no texts to predict; pass texts (a list of strings) or file=PATH (one text per line)")
         return texts, "text"
-    if texts is not None and (isinstance(texts, str) or not hasattr(texts, "__len__") or len(texts)):
-        raise HeadtuneError("give texts as arguments or with --file, not both")
-    from .cli import read_lines
-
+    if texts is not None:
+        raise HeadtuneError("give texts or file=PATH, not both")
     return read_lines(file), "line"
+
+
+def read_lines(source: str) -> list[str]:
+    """Texts from a file (or '-' for stdin), one per line: `--file` of the CLI and `file=` of the API. Blank lines
+    at the end are dropped (editors and `echo` leave them); a blank line between texts stays an error, since it
+    may be a lost text."""
+    try:
+        if source == "-":
+            data = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as f:
+                data = f.read()
+    except FileNotFoundError:
+        raise HeadtuneError(f"--file {source} does not exist") from None
+    except UnicodeDecodeError:
+        raise HeadtuneError(f"{'stdin' if source == '-' else source} is not valid UTF-8 text") from None
+    except OSError as err:
+        raise HeadtuneError(f"cannot read {source}: {err.strerror}") from None
+    # one text per line break (\n, \r\n or \r): str.splitlines would also cut a text at a form feed, \x1c-\x1e,
+    # \x85 or U+2028, which scraped texts hold; a byte-order mark from Windows tools is not text
+    lines = data.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return lines
 
 
 def is_multi_label(config, saved: dict) -> bool:
