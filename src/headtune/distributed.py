@@ -104,29 +104,25 @@ class Processes:
 
 def launched_processes() -> int:
     """How many processes the launcher says this run has (1 when no launcher set any)."""
-    for name in WORLD_SIZE_VARIABLES:
-        value = os.environ.get(name, "").strip()
-        if value:
-            try:
-                return int(value)
-            except ValueError:
-                raise HeadtuneError(f"the environment variable {name}={value!r} is not a number of processes; "
-                                    f"it is set by launchers such as torchrun") from None
-    return 1
+    return _launcher_number(WORLD_SIZE_VARIABLES, "a number of processes", 1)
 
 
 def launched_rank() -> int:
     """This process's rank as the launcher set it, read before (or without) joining any process group: 0 when no
     launcher set one."""
-    for name in RANK_VARIABLES:
+    return _launcher_number(RANK_VARIABLES, "a process rank", 0)
+
+
+def _launcher_number(names: tuple[str, ...], what: str, default: int) -> int:
+    for name in names:
         value = os.environ.get(name, "").strip()
         if value:
             try:
                 return int(value)
             except ValueError:
-                raise HeadtuneError(f"the environment variable {name}={value!r} is not a process rank; it is set by "
+                raise HeadtuneError(f"the environment variable {name}={value!r} is not {what}; it is set by "
                                     f"launchers such as torchrun") from None
-    return 0
+    return default
 
 
 def stopped_by_launcher() -> str | None:
