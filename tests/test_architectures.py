@@ -232,3 +232,50 @@ def test_trimmed_last_layer_equals_the_full_forward_and_runs_the_feed_forward_fo
         assert seen and seen[0][1] == 1, (family.name, seen)
         assert torch.allclose(trimmed, full, atol=1e-5), family.name
         assert len(family.layers(model.base_model).layer) == len(layers)  # restored
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_a_depth_cut_saves_the_cut_model_whose_logits_the_cached_features_give(model_type, pretrained, tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoTokenizer
+
+    family, folder = family_of(model_type), pretrained(model_type)
+    config = AutoConfig.from_pretrained(folder)
+    layers = config.num_hidden_layers
+    assert layers >= 2
+    reading = family.reading(config, "mean")
+    plan = HeadPlan(family, reading, False)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    whole = ModelConfig(model=str(folder), max_length=MAX_LENGTH, device="cpu")
+    cut = replace(whole, depth=layers - 1)
+    model = load_for_training(cut, LABELS, 0, tokenizer, {**reading.class_config,
+                                                          **family.cut_config(config, layers - 1)}).model
+    full = load_for_training(whole, LABELS, 0, tokenizer, reading.class_config).model
+    assert model.config.num_hidden_layers == layers - 1
+
+    features = _features(model, plan, tokenizer, cut)
+    assert not torch.allclose(features, _features(full, plan, tokenizer, whole), atol=1e-3)  # another layer read
+    body = body_of(model, family, tokenizer, 128)
+    head = plan.new_head(model.config, len(LABELS), seed=0, pretrained_state=body.tensors)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_(0, 0.5)
+    head.eval()
+    save_checkpoint(tmp_path / "model", body, head, plan, LABELS, "single_label_classification", MAX_LENGTH, "right")
+
+    saved = _saved_model(tmp_path / "model", reading.own_head)
+    enc = tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = saved(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
+    assert torch.allclose(head(features), logits, atol=1e-5, rtol=0)
+    # the file holds the cut model: no more weights than the whole one's body (fewer, but for ALBERT, whose layers
+    # share theirs), and a config of layers - 1 layers
+    written = load_file(tmp_path / "model" / "model.safetensors")
+    kept = sum(t.numel() for k, t in written.items() if k not in head.state_dict())
+    assert kept == body.parameters - plan.pretrained_left_out(model.config) <= \
+        body_of(full, family).parameters - plan.pretrained_left_out(full.config)
+    saved_config = json.loads((tmp_path / "model" / "config.json").read_text())
+    encoder = saved_config.get("encoder", saved_config)  # headtune's pooled model nests the encoder's config
+    assert AutoConfig.for_model(**{**encoder, "model_type": model_type}).num_hidden_layers == layers - 1

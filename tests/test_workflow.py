@@ -275,6 +275,49 @@ def test_warm_run_writes_the_same_checkpoint_without_loading_the_model(tiny_mode
     assert all(torch.equal(changed[k], saved["cold"][k]) for k in saved["cold"] if k.startswith("bert."))
 
 
+def test_depth_trains_on_the_cut_model_saves_it_and_caches_it_apart(tiny_models, sentiment_dir, tmp_path,
+                                                                     monkeypatch):
+    settings = dict(train_size=64, test_size=32, epochs=2, seed=3)
+    cut = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "cut"), depth=1, **settings)
+    whole = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "whole"), **settings)
+    assert cut["config"]["model"]["depth"] == 1 and whole["config"]["model"]["depth"] is None
+    # another model: its own features and body in the cache, neither read by the run of the whole model
+    assert {s: p["computed_shards"] > 0 for s, p in whole["backbone_pass"].items()} == {"train": True, "test": True}
+    assert whole["environment"]["model_loaded"] is True
+    saved = load_file(tmp_path / "cut" / "model" / "model.safetensors")
+    assert {k.split(".")[3] for k in saved if k.startswith("bert.encoder.layer.")} == {"0"}
+    assert json.loads((tmp_path / "cut" / "model" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert cut["parameters"]["frozen"] < whole["parameters"]["frozen"]
+    card = (tmp_path / "cut" / "model" / "README.md").read_text()
+    assert f"cut to its first layer, frozen ({cut['parameters']['frozen']:,} parameters)" in card
+    texts = ["a wonderful film", "a dull plot"]
+    rows = headtune.predict(texts, model=str(tmp_path / "cut" / "model"), device="cpu")
+    scores = pipeline("text-classification", model=str(tmp_path / "cut" / "model"), top_k=None, device="cpu")(texts)
+    for row, score in zip(rows, scores):
+        assert {s["label"]: s["score"] for s in score}["pos"] == pytest.approx(row["pos_prob"], abs=1e-5)
+
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
+                        lambda *a, **k: pytest.fail("a warm run loaded the model"))
+    warm = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "warm"), depth=1, **settings)
+    assert warm["environment"]["model_loaded"] is False
+    assert comparable(warm) == comparable(cut)
+    warm_saved = load_file(tmp_path / "warm" / "model" / "model.safetensors")
+    assert warm_saved.keys() == saved.keys() and all(torch.equal(warm_saved[k], saved[k]) for k in saved)
+
+
+def test_a_depth_beyond_the_layers_or_on_an_unregistered_architecture_is_one_line(tiny_models, tiny_convbert,
+                                                                                  sentiment_dir, tmp_path):
+    with pytest.raises(HeadtuneError, match=r"^--depth 3 is more layers than the model has \(2\); pass 1 to 2, or "
+                                            r"leave it out to keep them all$"):
+        train(tmp_path, sentiment_dir, tiny_models["distilbert"], depth=3)
+    with pytest.raises(HeadtuneError, match=r"^--depth needs an architecture headtune has an entry for .*model type "
+                                            r"'convbert' trains through its own class: drop --depth$"):
+        train(tmp_path, sentiment_dir, tiny_convbert, depth=1)
+    with pytest.raises(HeadtuneError, match="--depth"):
+        train(tmp_path, sentiment_dir, tiny_models["distilbert"], depth=0)
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_lost_model_body_loads_the_model_once_more(tiny_models, sentiment_dir, tmp_path):
     settings = dict(train_size=64, test_size=32, epochs=1)
     train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "a"), **settings)

@@ -260,6 +260,10 @@ class ModelConfig:
         "What the head reads: native (the input of the architecture's own head), cls (the first token's last "
         "hidden state), mean (the mean of the last hidden states over the real tokens), or auto (the model's "
         "sentence-transformers pooling, mean or cls, when it has one; else native).", choices=list(POOLINGS)))
+    depth: int | None = field(default=None, metadata=_help(
+        "Keep only the backbone's first N layers: the head reads layer N's hidden states (pooled as --pooling says), "
+        "and the saved model is the model cut to those N layers (smaller and faster; it loads as any run's does). "
+        "A layer below the last can hold more of a task (see the README). Default: every layer.", metavar="N"))
     train_pretrained_head: bool = field(default=False, metadata=_help(
         "Also train the pretrained parts of the architecture's head (BERT's and ALBERT's pooler, ModernBERT's "
         "head), starting from their pretrained weights. Off: they stay frozen, as part of the backbone."))
@@ -279,6 +283,8 @@ class ModelConfig:
         _positive("max_length", self.max_length)
         _choice("pooling", self.pooling, POOLINGS)
         _choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
+        if self.depth is not None:
+            _positive("depth", self.depth)
         _check_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
 

@@ -75,7 +75,7 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         "",
         "## Training",
         "",
-        f"- Backbone: `{base}`, frozen ({parameters['frozen']:,} parameters).",
+        f"- Backbone: `{base}`{_cut(config['model'].get('depth'))}, frozen ({parameters['frozen']:,} parameters).",
         f"- Head: {', '.join(parameters['head_modules'])} ({parameters['trainable']:,} trainable parameters).",
         f"- Pooling: {metrics['pooling']} (the head reads `{parameters['feature_point']}`).",
         f"- Labels ({len(metrics['labels'])}): {', '.join(metrics['labels'][:20])}"
@@ -100,3 +100,10 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
               f"| after training | **{after['accuracy']:.4f}** | **{after['f1']:.4f}** |", "",
               "## Usage", "", _usage(settings)]
     return "\n".join(lines)
+
+
+def _cut(depth: int | None) -> str:
+    """--depth: the saved model is the backbone's first layers only."""
+    if not depth:
+        return ""
+    return ", cut to its first layer" if depth == 1 else f", cut to its first {depth} layers"

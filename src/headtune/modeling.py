@@ -188,7 +188,8 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
                       problem_type: str = "single_label_classification") -> LoadedModel:
     """The sequence-classification model for these labels, every weight frozen, in eval mode.
 
-    `class_config`: settings the class needs to read the chosen pooling (ModernBERT's classifier_pooling).
+    `class_config`: config settings for the class: those it needs to read the chosen pooling (ModernBERT's
+    classifier_pooling), and the layer count of a --depth cut (Family.cut_config).
     Which weights train is the caller's choice: a registered family's head is headtune's own module
     (architectures.HeadPlan); the fallback trains the modules loading left new (`fallback_head`).
     """
@@ -219,6 +220,19 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
                             f"'{model.config.model_type}') describes; the config does not belong to these weights "
                             f"({RESAVE})")
     return LoadedModel(model.eval(), new_keys)
+
+
+def check_depth(depth: int, config, registered: bool, model_type: str) -> None:
+    """--depth: a registered family (it knows how to cut its config), and no more layers than the model has.
+    `config`: the model's (or, from the cache, the cut model's, which has exactly `depth`)."""
+    if not registered:
+        raise HeadtuneError(f"{flag('depth')} needs an architecture headtune has an entry for (`headtune models` "
+                            f"lists them); model type '{model_type}' trains through its own class: drop "
+                            f"{flag('depth')}")
+    layers = getattr(config, "num_hidden_layers", None)
+    if layers is not None and depth > layers:
+        raise HeadtuneError(f"{flag('depth')} {depth} is more layers than the model has ({layers}); pass 1 to "
+                            f"{layers}, or leave it out to keep them all")
 
 
 def backbone_missing(model: nn.Module, keys: set[str]) -> tuple[int, int]:
@@ -308,15 +322,18 @@ def identity(cfg: ModelConfig, folder: Path | None, model_type: str,
     A local folder: its weight, tokenizer and config files by content (SHA-256, `digest`: digests.DigestMemo remembers
     them across runs), not by name or path. A Hub model: the repository and the commit its files in the local Hub
     cache come from (a commit's files never change)."""
+    # --depth cuts the model: another model, with its own features and body (absent when unset: keys as before)
+    cut = {} if cfg.depth is None else {"depth": cfg.depth}
     if folder is None or not hub.looks_local(cfg.model):
         commit = folder.name if folder is not None else None  # the Hub cache's snapshots/<commit>/ folder
-        return {"model_type": model_type, "weights": {"repo": cfg.model, "revision": cfg.revision, "commit": commit}}
+        return {"model_type": model_type, "weights": {"repo": cfg.model, "revision": cfg.revision, "commit": commit},
+                **cut}
     patterns = ("*.safetensors", "*.bin") if cfg.allow_pickle else ("*.safetensors",)
     weights = {p.name: digest(p) for pattern in patterns for p in sorted(folder.glob(pattern))}
     tokenizer = {name: digest(folder / name) for name in TOKENIZER_STATE if (folder / name).is_file()}
     # config.json too: the same weights under other settings (attention heads, activation) give other features
     return {"model_type": model_type, "weights": weights, "tokenizer": tokenizer,
-            "config": digest(folder / "config.json")}
+            "config": digest(folder / "config.json"), **cut}
 
 
 class ModelSource:

@@ -75,9 +75,11 @@ def problem_type(splits: Splits) -> str:
 def _load_model(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
                 device: torch.device) -> tuple[object, LoadedModel, list[str]]:
     """(tokenizer, the loaded model on `device`, the backbone weights its checkpoint lacks)."""
-    tokenizer, _ = source.checked()
-    loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer, reading.class_config,
-                               problem_type(splits))
+    tokenizer, config = source.checked()
+    depth = cfg.model.depth
+    cut = {} if depth is None else family.cut_config(config, depth)
+    loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer,
+                               {**reading.class_config, **cut}, problem_type(splits))
     loaded.model.to(device)
     # initialised at random from the seed: features would depend on it, so none may be cached
     lacking = sorted(loaded.new_keys - own_head_keys(family, loaded.model.config))

@@ -34,7 +34,7 @@ from .errors import HeadtuneError
 from .features import autocast_dtype
 from .modelcard import model_card
 from .checkpoint import body_cache, load_body
-from .modeling import ConfigView, ModelSource, check_max_length
+from .modeling import ConfigView, ModelSource, check_depth, check_max_length
 from .preparation import Filled, Prepared, fill_cache_part, prepare_cached, prepare_full_model, problem_type
 from .saved import write_settings
 from .scoring import fold_temperature, majority_share, metric_names, probabilities, score
@@ -102,6 +102,8 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
                     "(native), not the %s pooling of its sentence-transformers configuration", source.model_type,
                     pooling_name)
         pooling_name = "native"
+    if cfg.model.depth is not None:
+        check_depth(cfg.model.depth, config, family is not None, source.model_type)
     if family is None and processes.several:
         raise HeadtuneError(f"model type '{source.model_type}' has no headtune entry (`headtune models` lists them), "
                             f"so its features are not cached, and several processes share their work through the "

@@ -46,6 +46,7 @@ class Family:
     layers: Callable[[nn.Module], nn.Module] | None = None  # backbone -> the module whose `.layer` holds the layers
     last_layer_first: Callable | None = None  # (last layer, hidden below it, mask) -> first position's output
     init: Callable[[nn.Module, Any, torch.Generator], None] = normal_init  # initialises the new head parts
+    cut: Callable[[Any, int], dict] | None = None  # (config, depth) -> the config of its first layers; default: cut_to
     position_offset: int = 0  # positions the tokenizer cannot use (RoBERTa-style: padding_idx + 1)
     tokenizer_files: tuple[str, ...] = ("tokenizer.json",)
     pretrained_name: str = "pretrained head"  # what `headtune models` calls the pretrained head parts
@@ -53,10 +54,21 @@ class Family:
     def reading(self, config, pooling: str) -> Reading:
         return (self.read or first_token_family)(config, pooling)
 
+    def cut_config(self, config, depth: int) -> dict:
+        """The config settings that load the model as its first `depth` layers, a model of its own (the weights of
+        the layers above are left unloaded). Its last hidden states are the full model's at that depth, through
+        whatever the family applies after its last layer (ModernBERT's final norm)."""
+        return (self.cut or cut_to)(config, depth)
+
     @property
     def trimmed(self) -> bool:
         """The cls reading runs the last layer for the first position only (see parts.bert_layer_first)."""
         return self.last_layer_first is not None
+
+
+def cut_to(config, depth: int) -> dict:
+    """The layer count alone (DistilBERT's n_layers too: transformers maps num_hidden_layers to it)."""
+    return {"num_hidden_layers": depth}
 
 
 def first_token_family(config, pooling: str) -> Reading:

@@ -39,9 +39,15 @@ def _init(head: nn.Module, config, generator: torch.Generator) -> None:
     trunc_normal_(classifier.weight, config.hidden_size ** -0.5, cutoff, generator)
 
 
+def _cut(config, depth: int) -> dict:
+    """Its config lists each layer's attention type (sliding or full): the first `depth` of them go too."""
+    types = getattr(config, "layer_types", None)
+    return {"num_hidden_layers": depth, **({"layer_types": list(types)[:depth]} if types else {})}
+
+
 FAMILY = Family(
     name="ModernBERT", model_types=("modernbert",), prefix="model", new_head=_head,
     dropout=lambda config: config.classifier_dropout, pretrained=lambda config: [("head", PredictionHead(config))],
-    read=_read, init=_init, tokenizer_files=("tokenizer.json",),
+    read=_read, init=_init, cut=_cut, tokenizer_files=("tokenizer.json",),
     pretrained_name="head",
 )
