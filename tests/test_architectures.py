@@ -234,8 +234,10 @@ def test_trimmed_last_layer_equals_the_full_forward_and_runs_the_feed_forward_fo
         assert len(family.layers(model.base_model).layer) == len(layers)  # restored
 
 
+@pytest.mark.parametrize("pooling", READABLE)
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_a_depth_cut_saves_the_cut_model_whose_logits_the_cached_features_give(model_type, pretrained, tmp_path):
+def test_a_depth_cut_saves_the_cut_model_whose_logits_the_cached_features_give(model_type, pooling, pretrained,
+                                                                              tmp_path):
     from dataclasses import replace
 
     from safetensors.torch import load_file
@@ -245,7 +247,7 @@ def test_a_depth_cut_saves_the_cut_model_whose_logits_the_cached_features_give(m
     config = AutoConfig.from_pretrained(folder)
     layers = config.num_hidden_layers
     assert layers >= 2
-    reading = family.reading(config, "mean")
+    reading = family.reading(config, pooling)
     plan = HeadPlan(family, reading, False)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     whole = ModelConfig(model=str(folder), max_length=MAX_LENGTH, device="cpu")
