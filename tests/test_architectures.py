@@ -281,3 +281,36 @@ def test_a_depth_cut_saves_the_cut_model_whose_logits_the_cached_features_give(m
     saved_config = json.loads((tmp_path / "model" / "config.json").read_text())
     encoder = saved_config.get("encoder", saved_config)  # headtune's pooled model nests the encoder's config
     assert AutoConfig.for_model(**{**encoder, "model_type": model_type}).num_hidden_layers == layers - 1
+
+
+@pytest.mark.parametrize("pooling", READABLE)
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_every_layers_features_are_what_the_model_cut_to_that_layer_reads(model_type, pooling, pretrained):
+    # --depth auto scores every depth from one forward of the whole model, then trains on the chosen depth's
+    # vectors as the features of the model cut to it: they must be the cut model's own
+    from dataclasses import replace
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from headtune.architectures import layer_features
+
+    family, folder = family_of(model_type), pretrained(model_type)
+    config = AutoConfig.from_pretrained(folder)
+    reading = family.reading(config, pooling)
+    plan = HeadPlan(family, reading, False)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    whole = ModelConfig(model=str(folder), max_length=MAX_LENGTH, device="cpu")
+    model = load_for_training(whole, LABELS, 0, tokenizer, reading.class_config).model
+    enc = tokenizer(TEXTS, truncation=True, max_length=MAX_LENGTH, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        every = layer_features(model, plan, plan.frozen(model.config, model.state_dict()), enc["input_ids"],
+                               enc["attention_mask"])
+    assert every.shape == (len(TEXTS), config.num_hidden_layers, config.hidden_size)
+    for depth in range(1, config.num_hidden_layers + 1):
+        cut = load_for_training(replace(whole, depth=depth), LABELS, 0, tokenizer,
+                                {**reading.class_config, **family.cut_config(config, depth)}).model
+        with torch.no_grad():
+            own = backbone_features(cut, plan, plan.frozen(cut.config, cut.state_dict()), enc["input_ids"],
+                                    enc["attention_mask"])
+        assert torch.allclose(every[:, depth - 1], own, atol=1e-5, rtol=0), (depth, (every[:, depth - 1] - own).abs().max())
+    assert not torch.allclose(every[:, 0], every[:, -1], atol=1e-3)

@@ -112,20 +112,36 @@ def _strings(name: str, value) -> list[str] | None:
     return list(value)
 
 
+def _auto_or(name: str, value, convert, what: str):
+    """'auto', or a setting's value, converted from the string of a command line or a config file."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return convert(value)
+    except ValueError:
+        raise HeadtuneError(f"{flag(name)} must be auto or {what} (got {value!r})") from None
+
+
 def parse_lr(value) -> float | str:
-    """`--lr`: 'auto' or a number above 0 (strings from the command line or a config file are converted)."""
-    if isinstance(value, str):
-        if value.strip().lower() == "auto":
-            return "auto"
-        try:
-            value = float(value)
-        except ValueError:
-            raise HeadtuneError(f"--lr must be auto or a number above 0 (got {value!r})") from None
+    """`--lr`: 'auto' or a number above 0."""
+    value = _auto_or("lr", value, float, "a number above 0")
+    if value == "auto":
+        return value
     _positive("lr", value, float)
     if value > MAX_LR:  # AdamW moves each weight by about the rate per step: far past any use, a typo
         raise HeadtuneError(f"--lr must be at most {MAX_LR:g} (got {value!r}); AdamW moves each weight by about "
                             f"the rate per step, and --lr auto tries 3e-4 to 0.3")
     return float(value)
+
+
+def parse_depth(value) -> int | str | None:
+    """`--depth`: unset, 'auto', or a number of layers above 0."""
+    value = _auto_or("depth", value, int, "a number of layers above 0")
+    if value not in (None, "auto"):
+        _positive("depth", value)
+    return value
 
 
 # --------------------------------------------------------------------------- the settings
@@ -260,10 +276,12 @@ class ModelConfig:
         "What the head reads: native (the input of the architecture's own head), cls (the first token's last "
         "hidden state), mean (the mean of the last hidden states over the real tokens), or auto (the model's "
         "sentence-transformers pooling, mean or cls, when it has one; else native).", choices=list(POOLINGS)))
-    depth: int | None = field(default=None, metadata=_help(
+    depth: int | str | None = field(default=None, metadata=_help(
         "Keep only the backbone's first N layers: the head reads layer N's hidden states (pooled as --pooling says), "
         "and the saved model is the model cut to those N layers (smaller and faster; it loads as any run's does). "
-        "A layer below the last can hold more of a task (see the README). Default: every layer.", metavar="N"))
+        "A layer below the last can hold more of a task (see the README). auto: N is chosen on the training sample "
+        "(5-fold cross-validated ridge classifiers on every layer's features, from the one backbone pass). "
+        "Default: every layer.", metavar="N", parse=parse_depth))
     train_pretrained_head: bool = field(default=False, metadata=_help(
         "Also train the pretrained parts of the architecture's head (BERT's and ALBERT's pooler, ModernBERT's "
         "head), starting from their pretrained weights. Off: they stay frozen, as part of the backbone."))
@@ -283,8 +301,7 @@ class ModelConfig:
         _positive("max_length", self.max_length)
         _choice("pooling", self.pooling, POOLINGS)
         _choice("truncation_side", self.truncation_side, TRUNCATION_SIDES)
-        if self.depth is not None:
-            _positive("depth", self.depth)
+        self.depth = parse_depth(self.depth)
         _check_device(self.device)
         _choice("precision", self.precision, PRECISIONS)
 

@@ -350,8 +350,8 @@ def _stats(shards: dict[int, dict[str, torch.Tensor]], timing: dict, start: floa
 
 def _assemble(shards: dict[int, dict[str, torch.Tensor]], n: int) -> torch.Tensor:
     """Scatter each shard's rows back to the texts' original positions."""
-    dim = next(iter(shards.values()))["features"].shape[1]
-    out = torch.empty((n, dim), dtype=torch.float32)
+    shape = next(iter(shards.values()))["features"].shape[1:]  # (hidden,), or (layers, hidden) for --depth auto
+    out = torch.empty((n, *shape), dtype=torch.float32)
     seen = torch.zeros(n, dtype=torch.bool)
     for shard in shards.values():
         out[shard["index"]] = shard["features"]

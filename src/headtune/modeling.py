@@ -222,7 +222,7 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     return LoadedModel(model.eval(), new_keys)
 
 
-def check_depth(depth: int, config, registered: bool, model_type: str) -> None:
+def check_depth(depth: int | str, config, registered: bool, model_type: str) -> None:
     """--depth: a registered family (it knows how to cut its config), and no more layers than the model has.
     `config`: the model's (or, from the cache, the cut model's, which has exactly `depth`)."""
     if not registered:
@@ -230,7 +230,7 @@ def check_depth(depth: int, config, registered: bool, model_type: str) -> None:
                             f"lists them); model type '{model_type}' trains through its own class: drop "
                             f"{flag('depth')}")
     layers = getattr(config, "num_hidden_layers", None)
-    if layers is not None and depth > layers:
+    if layers is not None and depth != "auto" and depth > layers:
         raise HeadtuneError(f"{flag('depth')} {depth} is more layers than the model has ({layers}); pass 1 to "
                             f"{layers}, or leave it out to keep them all")
 
@@ -323,7 +323,7 @@ def identity(cfg: ModelConfig, folder: Path | None, model_type: str,
     them across runs), not by name or path. A Hub model: the repository and the commit its files in the local Hub
     cache come from (a commit's files never change)."""
     # --depth cuts the model: another model, with its own features and body (absent when unset: keys as before)
-    cut = {} if cfg.depth is None else {"depth": cfg.depth}
+    cut = {"depth": cfg.depth} if isinstance(cfg.depth, int) else {}  # auto: the whole model (depth.py)
     if folder is None or not hub.looks_local(cfg.model):
         commit = folder.name if folder is not None else None  # the Hub cache's snapshots/<commit>/ folder
         return {"model_type": model_type, "weights": {"repo": cfg.model, "revision": cfg.revision, "commit": commit},

@@ -76,8 +76,8 @@ def _load_model(cfg: RunConfig, splits: Splits, source: ModelSource, family: Fam
                 device: torch.device) -> tuple[object, LoadedModel, list[str]]:
     """(tokenizer, the loaded model on `device`, the backbone weights its checkpoint lacks)."""
     tokenizer, config = source.checked()
-    depth = cfg.model.depth
-    cut = {} if depth is None else family.cut_config(config, depth)
+    depth = cfg.model.depth  # auto loads the whole model: depth.py reads every layer of it
+    cut = family.cut_config(config, depth) if isinstance(depth, int) else {}
     loaded = load_for_training(cfg.model, splits.label_names, cfg.train.seed, tokenizer,
                                {**reading.class_config, **cut}, problem_type(splits))
     loaded.model.to(device)

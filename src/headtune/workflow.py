@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import __version__, distributed, pooling
+from . import __version__, depth, distributed, pooling
 from .artifacts import check_output_dir, write_artifacts
 from .architectures import family_of
 from .cache import check_cache_dir
@@ -134,11 +134,16 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
     device = processes.device(cfg.model.device)
     dtype = autocast_dtype(device, cfg.model.precision)
+    depth_report = None  # --depth auto: what was chosen, and on what
     if family is not None:
         reading, filled = family.reading(config, pooling_name), None
         if cfg.model.train_pretrained_head and not reading.through_pretrained:  # said, not silently a no-op
             log.warning("--train-pretrained-head has nothing to train: the %s reading of %s goes through no "
                         "pretrained head parts", pooling_name, family.name)
+        if cfg.model.depth == "auto":  # from here on, a --depth N run: another model, its own body in the cache
+            cfg, depth_report = depth.resolve(cfg, splits, source, family, reading, device, dtype, processes.several)
+            source = ModelSource(cfg.model, source.digest)
+            body = load_body(body_cache(cfg.features, source.identity()))
         if processes.several:
             part = fill_cache_part(cfg, splits, source, body, family, reading, device, dtype, processes.owns,
                                    store_body=processes.main)
@@ -153,6 +158,11 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
             filled = Filled.combine(parts)
             body = body or load_body(body_cache(cfg.features, source.identity()))
         prep = prepare_cached(cfg, splits, source, body, config, family, reading, device, dtype, clock, filled)
+        if depth_report is not None:  # the training texts went through the backbone in depth.resolve, if at all
+            every_layer = depth_report.pop("pass")
+            if every_layer["computed_shards"]:
+                prep.passes["train"] = every_layer
+            prep.model_loaded = depth_report.pop("model_loaded") or prep.model_loaded
     else:
         prep = prepare_full_model(cfg, splits, source, device, clock)
     clock["features"] = time.perf_counter()
@@ -175,6 +185,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
     metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype, processes.world_size)
     metrics["config_file"] = config_file
+    metrics["depth"] = depth_report
     title = (f"{_short_name(cfg.model.model)} head-only on {_short_name(cfg.data.dataset)} "
              f"({len(splits.train.texts):,} train / {len(splits.test.texts):,} test)")
     settings = _settings(cfg, splits, prep, pooling_name, finish.get("threshold"))

@@ -47,6 +47,7 @@ class Family:
     last_layer_first: Callable | None = None  # (last layer, hidden below it, mask) -> first position's output
     init: Callable[[nn.Module, Any, torch.Generator], None] = normal_init  # initialises the new head parts
     cut: Callable[[Any, int], dict] | None = None  # (config, depth) -> the config of its first layers; default: cut_to
+    closing: Callable[[nn.Module], nn.Module] | None = None  # backbone -> what it applies after its last layer
     position_offset: int = 0  # positions the tokenizer cannot use (RoBERTa-style: padding_idx + 1)
     tokenizer_files: tuple[str, ...] = ("tokenizer.json",)
     pretrained_name: str = "pretrained head"  # what `headtune models` calls the pretrained head parts
@@ -212,3 +213,17 @@ def backbone_features(model: nn.Module, plan: HeadPlan, frozen: Chain | None, in
         hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         vector = pool(hidden, attention_mask, plan.reading.pooling)
     return frozen(vector) if frozen is not None else vector
+
+
+def layer_features(model: nn.Module, plan: HeadPlan, frozen: Chain | None, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
+    """(texts, layers, hidden): for each depth N from 1 to the last, what the head would read from the model cut
+    to its first N layers (--depth N), all from one forward of the whole model (--depth auto). Layer N's hidden
+    states go through what the backbone applies after its last layer (ModernBERT's final norm), as in the cut
+    model, then through the reading; the last depth is the model's own output."""
+    family, base = plan.family, model.base_model
+    out = base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    closing = family.closing(base) if family.closing is not None else None
+    states = [closing(h) if closing is not None else h for h in out.hidden_states[1:-1]]  # [0]: the embeddings
+    vectors = [pool(h, attention_mask, plan.reading.pooling) for h in [*states, out.last_hidden_state]]
+    return torch.stack([frozen(v) if frozen is not None else v for v in vectors], dim=1)

@@ -48,6 +48,7 @@ def _cut(config, depth: int) -> dict:
 FAMILY = Family(
     name="ModernBERT", model_types=("modernbert",), prefix="model", new_head=_head,
     dropout=lambda config: config.classifier_dropout, pretrained=lambda config: [("head", PredictionHead(config))],
-    read=_read, init=_init, cut=_cut, tokenizer_files=("tokenizer.json",),
+    read=_read, init=_init, cut=_cut, closing=lambda base: base.final_norm,
+    tokenizer_files=("tokenizer.json",),
     pretrained_name="head",
 )

@@ -1,0 +1,121 @@
+"""`--depth auto` against every layer (the default), side by side, on the real data and the unseen datasets.
+
+For the IMDb small run (--max-length 256), BANKING77 (--max-length 64) and bench_learning.py's five datasets
+headtune has never seen, headtune trains twice with every other setting at its default: reading the last layer
+(today's default) and with `--depth auto` (the layer chosen by cross-validation on the training sample). Each run
+is cold, in an empty cache of its own, so their wall times compare: what the choice costs or saves (the every-layer
+pass over the training texts, then the test texts through the model cut to the chosen layer).
+
+    python benchmarks/bench_depth.py                  # ~30 min on a 2-core CPU
+    python benchmarks/bench_depth.py --quick --out-dir /tmp/bench-depth    # a dry run in ~3 min
+
+Writes `<out-dir>/depth_<host>.json` and `<out-dir>/depth_<host>.png`, and prints a Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as common  # noqa: E402
+import bench_learning as learning  # noqa: E402  (its datasets and its run record)
+
+SIDES = {"every layer": {}, "--depth auto": {"depth": "auto"}}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--quick", action="store_true", help="A tiny dry run: small samples and short max lengths.")
+    parser.add_argument("--model", default=None, help="Backbone folder (default: the MiniLM package).")
+    parser.add_argument("--imdb", type=Path, default=common.IMDB_DIR)
+    parser.add_argument("--banking77", type=Path, default=learning.BANKING_DIR)
+    parser.add_argument("--unseen-dir", type=Path, default=Path("/tmp/headtune-unseen-depth"))
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/headtune-bench-depth"))
+    return parser.parse_args(argv)
+
+
+def datasets(args: argparse.Namespace) -> dict[str, dict]:
+    """name -> the data settings of headtune.train."""
+    found = dict(learning.real_datasets(args))
+    for spec in learning.build_unseen(args):
+        found[spec["name"]] = {"dataset": spec["path"], "text_column": spec["text_column"],
+                               "label_column": spec["label_column"], "max_length": spec["max_length"]}
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    common.quiet_libraries()
+    model = args.model or common.minilm_path()
+    results = {}
+    for name, data in datasets(args).items():
+        results[name] = {}
+        for side, extra in SIDES.items():
+            work = args.work_dir / common.slug(f"{name}-{side}")
+            if work.exists():
+                shutil.rmtree(work)  # cold: an empty cache of its own
+            run = learning.run_headtune({"model": model, **data, **extra, "cache_dir": str(work / "cache"),
+                                         "output_dir": str(work / "out"), "overwrite": True})
+            metrics = json.loads((work / "out" / "metrics.json").read_text())
+            run["depth"] = metrics.get("depth")
+            run["layers_read"] = metrics["config"]["model"]["depth"]
+            results[name][side] = run
+            common.log(f"{name} / {side}: test accuracy {run['test_accuracy']:.4f}, depth {run['layers_read']}, "
+                       f"{run['timings_s']['total_before_save']:.1f} s")
+    host = common.host_kind(torch.device("cpu"))
+    path = args.out_dir / f"depth_{host}.json"
+    common.write_json(path, {"benchmark": "depth", "command": " ".join(["python", *sys.argv]),
+                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                             "environment": common.environment(torch.device("cpu")), "model": model,
+                             "results": results})
+    chart(results, args.out_dir / f"depth_{host}.png")
+    print(table(results))
+    common.log(f"wrote {path}")
+
+
+def table(results: dict) -> str:
+    lines = ["| data | every layer: test accuracy | `--depth auto`: layer, test accuracy | cold run, every layer / "
+             "auto |", "|---|---:|---:|---:|"]
+    for name, sides in results.items():
+        every, auto = sides["every layer"], sides["--depth auto"]
+        lines.append(f"| {name} | {every['test_accuracy']:.4f} | {auto['layers_read']} of "
+                     f"{auto['depth']['layers']}: {auto['test_accuracy']:.4f} | "
+                     f"{every['timings_s']['total_before_save']:.1f} s / {auto['timings_s']['total_before_save']:.1f} s |")
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(names)), 4))
+    width = 0.38
+    for i, side in enumerate(SIDES):
+        values = [results[n][side]["test_accuracy"] for n in names]
+        bars = ax.bar([x + (i - 0.5) * width for x in range(len(names))], values, width, label=side)
+        if side != "every layer":
+            for bar, n in zip(bars, names):
+                ax.annotate(f"layer {results[n][side]['layers_read']}", (bar.get_x() + bar.get_width() / 2,
+                                                                          bar.get_height()),
+                            ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(min(r[s]["test_accuracy"] for r in results.values() for s in SIDES) - 0.05, 1.0)
+    ax.legend(fontsize=8)
+    ax.set_title("MiniLM head-only, every other setting at its default")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,139 @@
+"""--depth auto: which of the backbone's layers the head reads, chosen on the training sample from the one pass.
+
+A frozen backbone computes every layer of every text anyway, and a layer below the last often holds more of a
+task than the last (benchmarks/probe_layers.py: MiniLM reads IMDb sentiment 3 points better at layer 5 than at
+its last, while its last layer reads BANKING77's intents best). With --depth auto, the pass over the training
+texts keeps what the head would read at every depth (cached, keyed as the whole model's features), a ridge
+classifier per depth is scored by 5-fold cross-validation on the training sample alone (closed form: a fraction
+of a second, where training heads per depth would cost the head stage again per layer), and the run then goes on
+exactly as a `--depth N` run: the chosen depth's vectors are written into that run's cache entry, so only the
+test (and validation) texts still need the backbone, cut to N layers.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from .architectures import Family, HeadPlan, Reading, layer_features
+from .config import RunConfig
+from .data import Splits
+from .errors import HeadtuneError, flag
+from .features import SHARD_TENSORS, cached_features, extract_features, feature_cache, features_identity
+from .modeling import ModelSource
+from .sampling import assign_folds
+
+log = logging.getLogger(__name__)
+
+FOLDS = 5
+# ridge penalties, per training row: from nearly none to strong (features are standardised first)
+PENALTIES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def score_depths(features: torch.Tensor, labels: np.ndarray, folds: np.ndarray, multi_label: bool) -> list[float]:
+    """Out-of-fold accuracy (micro F1 for multi-label rows) of a ridge classifier on each depth's vectors, the
+    best over PENALTIES: features (texts, depths, hidden); labels: ids, or an (n, K) 0/1 matrix; folds: each
+    row's fold. A pure function of the training sample: no test row ever enters it."""
+    if multi_label:
+        targets = np.asarray(labels, dtype=np.float64)
+    else:
+        targets = np.eye(int(labels.max()) + 1)[labels]
+    y = torch.as_tensor(targets)
+    return [_ridge_score(features[:, d].double(), y, folds, multi_label) for d in range(features.shape[1])]
+
+
+def _ridge_score(x: torch.Tensor, y: torch.Tensor, folds: np.ndarray, multi_label: bool) -> float:
+    # standardised on the whole sample (feature statistics only, no labels); each fold's Gram matrix is the
+    # whole one minus the fold's own rows, so the cost is one pass over the rows per depth, not one per fold
+    x = (x - x.mean(0)) / x.std(0).clamp(min=1e-6)
+    x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)  # the intercept, penalised like the rest
+    gram, cross = x.T @ x, x.T @ y
+    eye = torch.eye(x.shape[1], dtype=x.dtype)
+    outputs = {p: torch.empty_like(y) for p in PENALTIES}
+    for fold in np.unique(folds):
+        held = torch.as_tensor(folds == fold)
+        xh = x[held]
+        g, c = gram - xh.T @ xh, cross - xh.T @ y[held]
+        rows = len(x) - int(held.sum())
+        for penalty in PENALTIES:
+            outputs[penalty][held] = xh @ torch.linalg.solve(g + penalty * rows * eye, c)
+    return max(_score(out, y, multi_label) for out in outputs.values())
+
+
+def _score(out: torch.Tensor, y: torch.Tensor, multi_label: bool) -> float:
+    if not multi_label:
+        return float((out.argmax(1) == y.argmax(1)).double().mean())
+    predicted, actual = out >= 0.5, y > 0.5
+    hits = float((predicted & actual).sum())
+    return 2 * hits / max(float(predicted.sum() + actual.sum()), 1.0)
+
+
+def choose(scores: list[float]) -> int:
+    """The depth (1-based) with the best score; a tie goes to the deeper layer, the nearer to every layer."""
+    best = max(scores)
+    return max(d for d, s in enumerate(scores, start=1) if s == best)
+
+
+def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
+            device: torch.device, dtype: torch.dtype | None, several: bool) -> tuple[RunConfig, dict]:
+    """The run's config with --depth auto replaced by the chosen depth, and what the choice was (metrics.json's
+    "depth"). Leaves the chosen depth's training features in the cache, where the `--depth N` run finds them."""
+    if several:
+        raise HeadtuneError(f"{flag('depth')} auto runs in one process (it chooses from the whole training pass); "
+                            f"run one process, or pass {flag('depth')} N")
+    if cfg.features.no_cache:
+        raise HeadtuneError(f"{flag('depth')} auto hands the chosen layer's features on through the feature cache; "
+                            f"drop {flag('no_cache')}, or pass {flag('depth')} N")
+    from .preparation import _lacking, _load_model  # the one place that loads a model for a run
+
+    plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
+    point = f"{plan.point}@layers"
+    texts = list(splits.train.texts)
+    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, dtype=dtype,
+                  identity=features_identity(source.identity(), cfg.model.truncation_side))
+    found, loaded_model = cached_features(point, texts, device=device, **lookup), False
+    if found is None:
+        loaded_model = True
+        tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
+        if lacking:
+            raise HeadtuneError(f"{_lacking(cfg, lacking)}, initialised at random from --seed, so its features are "
+                                f"never cached, and {flag('depth')} auto needs them cached; pass {flag('depth')} N")
+        model = loaded.model
+        frozen = plan.frozen(model.config, model.state_dict())
+        reader = functools.partial(layer_features, model, plan, None if frozen is None else frozen.to(device))
+        found = extract_features(reader, device, point, tokenizer, texts, split="train (every layer)", **lookup)
+    features, stats = found
+    folds = splits.folds if splits.folds is not None else \
+        assign_folds(splits.train.labels, FOLDS, cfg.data.sample_seed, splits.multi_label)
+    scores = score_depths(features, splits.train.labels, folds, splits.multi_label)
+    depth = choose(scores)
+    chosen = replace(cfg, model=replace(cfg.model, depth=depth))
+    _hand_on(point, plan.point, texts, depth, device, lookup, ModelSource(chosen.model, source.digest), cfg)
+    what = "micro F1" if splits.multi_label else "accuracy"
+    log.info("--depth auto: layer %d of %d (out-of-fold %s of ridge classifiers on the training sample, by layer: "
+             "%s)", depth, len(scores), what, ", ".join(f"{s:.4f}" for s in scores))
+    return chosen, {"mode": "auto", "chosen": depth, "layers": len(scores), "chosen_by": f"out-of-fold {what} of a "
+                    f"ridge classifier, {len(np.unique(folds))} folds of the training sample",
+                    "scores": [round(s, 6) for s in scores], "pass": vars(stats), "model_loaded": loaded_model}
+
+
+def _hand_on(point: str, chosen_point: str, texts: list[str], depth: int, device: torch.device, lookup: dict,
+             chosen: ModelSource, cfg: RunConfig) -> None:
+    """Write the chosen depth's slice of every layer's features as the training features of the `--depth N` run:
+    the same shards, texts and rows, under that run's key (what that run computes is the same, from the cut
+    model: tests/test_depth.py)."""
+    settings = lookup["cfg"].for_device(device.type)
+    common = dict(max_length=lookup["max_length"], cfg=settings, dtype=lookup["dtype"])
+    every = feature_cache(point, texts, identity=lookup["identity"], **common)
+    target = feature_cache(chosen_point, texts, identity=features_identity(chosen.identity(),
+                                                                           cfg.model.truncation_side), **common)
+    for shard in range(-(-len(texts) // settings.shard_size)):
+        if target.has(shard):
+            continue
+        tensors = every.load(shard, SHARD_TENSORS)
+        if tensors is None:  # damaged since it was read: the --depth N run computes this shard itself
+            continue
+        target.save(shard, {**tensors, "features": tensors["features"][:, depth - 1].contiguous()})

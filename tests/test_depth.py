@@ -1,0 +1,141 @@
+"""--depth auto: every layer's features from one pass, a depth chosen on the training sample alone, and then the
+run of the model cut to that depth."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
+
+import headtune
+from headtune import distributed
+from headtune.depth import choose, score_depths
+from headtune.errors import HeadtuneError
+
+FOLDS = np.arange(200) % 5
+
+
+def layered(labels: np.ndarray, informative: int, depths: int = 4, width: int = 8, seed: int = 0) -> torch.Tensor:
+    """(texts, depths, width) of noise, where depth `informative` (1-based) also carries the labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(len(labels), depths, width))
+    x[:, informative - 1, 0] += 3.0 * (np.asarray(labels) if labels.ndim == 1 else labels[:, 0])
+    x[:, informative - 1, 1] += 3.0 * (0 if labels.ndim == 1 else labels[:, 1])
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("informative", [1, 3, 4])
+def test_the_depth_that_holds_the_labels_scores_best(informative):
+    labels = np.random.default_rng(1).integers(0, 2, 200)
+    scores = score_depths(layered(labels, informative), labels, FOLDS, multi_label=False)
+    assert len(scores) == 4 and choose(scores) == informative
+    assert scores[informative - 1] > 0.85 and max(s for d, s in enumerate(scores, 1) if d != informative) < 0.7
+
+
+def test_multi_label_rows_are_scored_by_micro_f1():
+    labels = np.random.default_rng(2).integers(0, 2, (200, 3)).astype(np.float32)
+    scores = score_depths(layered(labels, 2), labels, FOLDS, multi_label=True)
+    assert choose(scores) == 2 and scores[1] > 0.75
+
+
+def test_the_score_is_out_of_fold():
+    # labels no feature holds: in-sample ridge fits noise, out-of-fold it is chance
+    labels = np.random.default_rng(3).integers(0, 2, 200)
+    noise = torch.as_tensor(np.random.default_rng(4).normal(size=(200, 2, 60)), dtype=torch.float32)
+    assert max(score_depths(noise, labels, FOLDS, multi_label=False)) < 0.65
+
+
+def test_a_tie_goes_to_the_deeper_layer():
+    assert choose([0.5, 0.8, 0.8, 0.7]) == 3
+    assert choose([0.9]) == 1
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def run(tmp_path, dataset, model, out, **settings):
+    settings = {"max_length": 32, "device": "cpu", "epochs": 2, "train_size": 64, "test_size": 32, "seed": 3,
+                "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / out), **settings}
+    return headtune.train(dataset=str(dataset), model=str(model), **settings)
+
+
+def rounded(value, places: int = 4):
+    if isinstance(value, float):
+        return round(value, places)
+    if isinstance(value, dict):
+        return {k: rounded(v, places) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, places) for v in value]
+    return value
+
+
+def same_run(metrics: dict, places: int | None = None) -> dict:
+    """metrics.json without what a --depth auto run adds or does differently from the --depth N run it becomes;
+    with `places`, numbers rounded (BERT's cut model reads its first token through the last-layer shortcut, the
+    every-layer pass from the full hidden states: the same vectors to ~1e-7)."""
+    metrics = json.loads(json.dumps(metrics))
+    for key in ("timings_s", "backbone_pass", "depth", "config_file"):
+        metrics.pop(key)
+    for row in metrics["history"]:
+        row.pop("seconds")
+    metrics["environment"].pop("model_loaded")
+    metrics["config"]["output"].pop("output_dir")
+    metrics["config"]["features"].pop("cache_dir")
+    return metrics if places is None else rounded(metrics, places)
+
+
+def test_auto_becomes_the_run_of_the_chosen_depth(tiny_models, sentiment_dir, tmp_path, monkeypatch):
+    auto = run(tmp_path, sentiment_dir, tiny_models["bert"], "auto", depth="auto")
+    report = auto["depth"]
+    assert report["mode"] == "auto" and report["layers"] == 2 and len(report["scores"]) == 2
+    assert report["chosen"] == choose(report["scores"]) and auto["config"]["model"]["depth"] == report["chosen"]
+    assert "5 folds of the training sample" in report["chosen_by"]
+    assert auto["environment"]["model_loaded"] is True
+    assert auto["backbone_pass"]["train"]["computed_shards"] > 0  # the every-layer pass, reported as train's
+
+    # the same as asking for that depth (its own cache, computed by the cut model): the features handed on are
+    # the cut model's, so the choices and the test scores are the same, and the weights equal to rounding
+    explicit = run(tmp_path, sentiment_dir, tiny_models["bert"], "explicit", depth=report["chosen"],
+                   cache_dir=str(tmp_path / "other-cache"))
+    assert explicit["depth"] is None
+    assert same_run(auto, 4) == same_run(explicit, 4)
+    a, b = (load_file(tmp_path / out / "model" / "model.safetensors") for out in ("auto", "explicit"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+    # warm: the choice and the run come from the cache alone
+    monkeypatch.setattr(AutoModelForSequenceClassification, "from_pretrained",
+                        lambda *args, **kwargs: pytest.fail("a warm run loaded the model"))
+    warm = run(tmp_path, sentiment_dir, tiny_models["bert"], "warm", depth="auto")
+    assert warm["environment"]["model_loaded"] is False and warm["depth"] == auto["depth"]
+    assert same_run(warm) == same_run(auto)
+
+
+def test_the_choice_never_sees_the_test_labels(tiny_models, sentiment_dir, tmp_path):
+    import pandas as pd
+
+    flipped = tmp_path / "flipped"
+    flipped.mkdir()
+    for split in ("train", "test"):
+        frame = pd.read_parquet(sentiment_dir / f"{split}.parquet")
+        if split == "test":
+            frame["label"] = 1 - frame["label"]
+        frame.to_parquet(flipped / f"{split}.parquet")
+    original = run(tmp_path, sentiment_dir, tiny_models["distilbert"], "original", depth="auto")
+    other = run(tmp_path, flipped, tiny_models["distilbert"], "flipped", depth="auto")
+    assert other["depth"]["scores"] == original["depth"]["scores"]
+    a, b = (load_file(tmp_path / out / "model" / "model.safetensors") for out in ("original", "flipped"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_auto_refuses_what_it_cannot_hand_on(tiny_models, sentiment_dir, tmp_path, monkeypatch):
+    with pytest.raises(HeadtuneError, match=r"^--depth auto hands the chosen layer's features on through the feature "
+                                            r"cache; drop --no-cache, or pass --depth N$"):
+        run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", depth="auto", no_cache=True)
+    monkeypatch.setattr(distributed, "launched_processes", lambda: 2)
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Processes(0, 2, 0, 2))
+    with pytest.raises(HeadtuneError, match=r"^--depth auto runs in one process"):
+        run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", depth="auto")
+    assert not (tmp_path / "out").exists()
