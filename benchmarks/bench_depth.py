@@ -1,15 +1,17 @@
-"""`--depth auto` against every layer (the default), side by side, on the real data and the unseen datasets.
+"""`--depth auto` (the default) against `--depth all` (the last layer), side by side, on the real and unseen data.
 
 For the IMDb small run (--max-length 256), BANKING77 (--max-length 64) and bench_learning.py's five datasets
 headtune has never seen, headtune trains twice with every other setting at its default: reading the last layer
-(today's default) and with `--depth auto` (the layer chosen by cross-validation on the training sample). Each run
-is cold, in an empty cache of its own, so their wall times compare: what the choice costs or saves (the every-layer
-pass over the training texts, then the test texts through the model cut to the chosen layer).
+(`--depth all`, the default before `auto`) and with `--depth auto` (the layer chosen by cross-validation on the
+training sample). Each run is cold, in an empty cache of its own, so their wall times compare: what the choice
+costs or saves (the every-layer pass over the training texts, then the test texts through the model cut to the
+chosen layer). Beside each run, bench_learning.py's logistic-regression probe on exactly the vectors its head read.
 
-    python benchmarks/bench_depth.py                  # ~30 min on a 2-core CPU
+    python benchmarks/bench_depth.py                  # ~25 min on a 2-core CPU
+    python benchmarks/bench_depth.py --sides auto --name depth_auto    # the auto runs alone
     python benchmarks/bench_depth.py --quick --out-dir /tmp/bench-depth    # a dry run in ~3 min
 
-Writes `<out-dir>/depth_<host>.json` and `<out-dir>/depth_<host>.png`, and prints a Markdown table.
+Writes `<out-dir>/<name>_<host>.json` and (both sides) `<out-dir>/<name>_<host>.png`, and prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as common  # noqa: E402
 import bench_learning as learning  # noqa: E402  (its datasets and its run record)
 
-SIDES = {"every layer": {}, "--depth auto": {"depth": "auto"}}
+SIDES = {"all": {"depth": "all"}, "auto": {"depth": "auto"}}  # --depth all: the last layer
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -38,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--banking77", type=Path, default=learning.BANKING_DIR)
     parser.add_argument("--unseen-dir", type=Path, default=Path("/tmp/headtune-unseen-depth"))
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/headtune-bench-depth"))
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"Which of {', '.join(SIDES)} to run.")
+    parser.add_argument("--name", default="depth", help="The results are <out-dir>/<name>_<host>.{json,png}.")
     return parser.parse_args(argv)
 
 
@@ -57,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name, data in datasets(args).items():
         results[name] = {}
-        for side, extra in SIDES.items():
+        for side in args.sides.split(","):
+            extra = SIDES[side]
             work = args.work_dir / common.slug(f"{name}-{side}")
             if work.exists():
                 shutil.rmtree(work)  # cold: an empty cache of its own
@@ -66,25 +71,28 @@ def main(argv: list[str] | None = None) -> None:
             metrics = json.loads((work / "out" / "metrics.json").read_text())
             run["depth"] = metrics.get("depth")
             run["layers_read"] = metrics["config"]["model"]["depth"]
+            # a logistic-regression probe on exactly the vectors the run's head read (bench_learning.py's)
+            run["probe"] = learning.probes(*learning.read_features(work / "out", work / "cache"))
             results[name][side] = run
             common.log(f"{name} / {side}: test accuracy {run['test_accuracy']:.4f}, depth {run['layers_read']}, "
                        f"{run['timings_s']['total_before_save']:.1f} s")
     host = common.host_kind(torch.device("cpu"))
-    path = args.out_dir / f"depth_{host}.json"
+    path = args.out_dir / f"{args.name}_{host}.json"
     common.write_json(path, {"benchmark": "depth", "command": " ".join(["python", *sys.argv]),
                              "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                              "environment": common.environment(torch.device("cpu")), "model": model,
                              "results": results})
-    chart(results, args.out_dir / f"depth_{host}.png")
-    print(table(results))
+    if set(SIDES) <= set(args.sides.split(",")):
+        chart(results, args.out_dir / f"{args.name}_{host}.png")
+        print(table(results))
     common.log(f"wrote {path}")
 
 
 def table(results: dict) -> str:
-    lines = ["| data | every layer: test accuracy | `--depth auto`: layer, test accuracy | cold run, every layer / "
-             "auto |", "|---|---:|---:|---:|"]
+    lines = ["| data | `--depth all`: test accuracy | `--depth auto`: layer, test accuracy | cold run, all / auto |",
+             "|---|---:|---:|---:|"]
     for name, sides in results.items():
-        every, auto = sides["every layer"], sides["--depth auto"]
+        every, auto = sides["all"], sides["auto"]
         lines.append(f"| {name} | {every['test_accuracy']:.4f} | {auto['layers_read']} of "
                      f"{auto['depth']['layers']}: {auto['test_accuracy']:.4f} | "
                      f"{every['timings_s']['total_before_save']:.1f} s / {auto['timings_s']['total_before_save']:.1f} s |")
@@ -101,8 +109,8 @@ def chart(results: dict, path: Path) -> None:
     width = 0.38
     for i, side in enumerate(SIDES):
         values = [results[n][side]["test_accuracy"] for n in names]
-        bars = ax.bar([x + (i - 0.5) * width for x in range(len(names))], values, width, label=side)
-        if side != "every layer":
+        bars = ax.bar([x + (i - 0.5) * width for x in range(len(names))], values, width, label=f"--depth {side}")
+        if side != "all":
             for bar, n in zip(bars, names):
                 ax.annotate(f"layer {results[n][side]['layers_read']}", (bar.get_x() + bar.get_width() / 2,
                                                                           bar.get_height()),

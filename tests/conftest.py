@@ -170,3 +170,17 @@ class Backbone:
         return extract_features(self.reader, torch.device("cpu"), point or self.plan.point, self.tokenizer, texts,
                                 max_length=max_length or self.max_length, cfg=FeatureConfig(**cfg),
                                 identity=identity or self.identity, dtype=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_convbert(tmp_path_factory, tokenizer):
+    """An architecture headtune has no entry for."""
+    from transformers import AutoModel, ConvBertConfig
+
+    folder = tmp_path_factory.mktemp("convbert") / "convbert"
+    torch.manual_seed(0)
+    config = ConvBertConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    AutoModel.from_config(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

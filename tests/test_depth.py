@@ -13,7 +13,6 @@ from transformers import AutoModelForSequenceClassification
 import headtune
 from headtune import distributed
 from headtune.depth import choose, score_depths
-from headtune.errors import HeadtuneError
 
 FOLDS = np.arange(200) % 5
 
@@ -95,6 +94,8 @@ def test_auto_becomes_the_run_of_the_chosen_depth(tiny_models, sentiment_dir, tm
     assert "5 folds of the training sample" in report["chosen_by"]
     assert auto["environment"]["model_loaded"] is True
     assert auto["backbone_pass"]["train"]["computed_shards"] > 0  # the every-layer pass, reported as train's
+    card = (tmp_path / "auto" / "model" / "README.md").read_text()
+    assert f"chosen by {report['chosen_by']})" in card
 
     # the same as asking for that depth (its own cache, computed by the cut model): the features handed on are
     # the cut model's, so the choices and the test scores are the same, and the weights equal to rounding
@@ -130,12 +131,25 @@ def test_the_choice_never_sees_the_test_labels(tiny_models, sentiment_dir, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_auto_refuses_what_it_cannot_hand_on(tiny_models, sentiment_dir, tmp_path, monkeypatch):
-    with pytest.raises(HeadtuneError, match=r"^--depth auto hands the chosen layer's features on through the feature "
-                                            r"cache; drop --no-cache, or pass --depth N$"):
-        run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", depth="auto", no_cache=True)
-    monkeypatch.setattr(distributed, "launched_processes", lambda: 2)
-    monkeypatch.setattr(distributed, "current", lambda: distributed.Processes(0, 2, 0, 2))
-    with pytest.raises(HeadtuneError, match=r"^--depth auto runs in one process"):
-        run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", depth="auto")
-    assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("why, settings", [("--no-cache leaves no cache", {"no_cache": True}),
+                                          ("in one process", {"processes": 2})])
+def test_where_auto_cannot_apply_the_last_layer_is_read(tiny_models, sentiment_dir, tmp_path, monkeypatch, caplog,
+                                                        why, settings):
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("headtune"), "propagate", True)
+    if settings.pop("processes", None):  # the main one of two: the other's share of the pass is in the cache
+        monkeypatch.setattr(distributed, "launched_processes", lambda: 2)
+        monkeypatch.setattr(distributed, "current", lambda: distributed.Processes(0, 2, 0, 2))
+        monkeypatch.setattr(distributed.Processes, "barrier", lambda self: None)
+        monkeypatch.setattr(distributed.Processes, "gather", lambda self, value: [value, value])
+    with caplog.at_level(logging.INFO, logger="headtune"):
+        metrics = run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", **settings)
+    assert metrics["config"]["model"]["depth"] == "all" and metrics["depth"] is None
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--depth auto")]
+    assert len(lines) == 1 and why in lines[0] and lines[0].endswith("so the last layer is read (--depth all)")
+
+
+def test_an_unregistered_architecture_reads_its_last_layer(tiny_convbert, sentiment_dir, tmp_path):
+    metrics = run(tmp_path, sentiment_dir, tiny_convbert, "out", train_size=48, test_size=24, epochs=1)
+    assert metrics["config"]["model"]["depth"] == "all" and metrics["depth"] is None

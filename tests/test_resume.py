@@ -38,10 +38,11 @@ def write_data(folder: Path) -> Path:
 
 
 def train_argv(model: Path, data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    # shards of 8 texts, batches of at most 64 tokens: several batches per shard, several shards per split
+    # shards of 8 texts, batches of at most 64 tokens: several batches per shard, several shards per split; the
+    # last layer (--depth auto's pass over every layer and its hand-on are tests/test_depth.py's)
     return ["train", "--model", str(model), "--dataset", str(data), "--output-dir", str(out), "--cache-dir",
             str(cache), "--shard-size", "8", "--max-tokens-per-batch", "64", "--max-length", "32", "--epochs", "2",
-            "--seed", "3", *extra]
+            "--seed", "3", "--depth", "all", *extra]
 
 
 def shard_files(cache: Path) -> dict[str, Path]:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 from sklearn.metrics import f1_score
-from transformers import AutoModel, AutoModelForSequenceClassification, ConvBertConfig, pipeline
+from transformers import AutoModelForSequenceClassification, pipeline
 
 import headtune
 from conftest import FILLER, NEGATIVE, POSITIVE
@@ -169,18 +169,6 @@ def test_three_string_labels_end_to_end(tiny_models, tmp_path):
 
 # --------------------------------------------------------------------------- an architecture without a mapping
 
-@pytest.fixture(scope="module")
-def tiny_convbert(tmp_path_factory, tokenizer):
-    """An architecture headtune has no entry for."""
-    folder = tmp_path_factory.mktemp("convbert") / "convbert"
-    torch.manual_seed(0)
-    config = ConvBertConfig(vocab_size=30522, embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    AutoModel.from_config(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_unregistered_architecture_falls_back_and_still_yields_a_checkpoint(tiny_convbert, sentiment_dir, tmp_path,
                                                                           caplog):
     with caplog.at_level(logging.WARNING):
@@ -279,8 +267,9 @@ def test_depth_trains_on_the_cut_model_saves_it_and_caches_it_apart(tiny_models,
                                                                      monkeypatch):
     settings = dict(train_size=64, test_size=32, epochs=2, seed=3)
     cut = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "cut"), depth=1, **settings)
-    whole = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "whole"), **settings)
-    assert cut["config"]["model"]["depth"] == 1 and whole["config"]["model"]["depth"] is None
+    whole = train(tmp_path, sentiment_dir, tiny_models["bert"], output_dir=str(tmp_path / "whole"), depth="all",
+                  **settings)
+    assert cut["config"]["model"]["depth"] == 1 and whole["config"]["model"]["depth"] == "all"
     # another model: its own features and body in the cache, neither read by the run of the whole model
     assert {s: p["computed_shards"] > 0 for s, p in whole["backbone_pass"].items()} == {"train": True, "test": True}
     assert whole["environment"]["model_loaded"] is True
@@ -319,7 +308,7 @@ def test_a_depth_beyond_the_layers_or_on_an_unregistered_architecture_is_one_lin
 
 
 def test_a_lost_model_body_loads_the_model_once_more(tiny_models, sentiment_dir, tmp_path):
-    settings = dict(train_size=64, test_size=32, epochs=1)
+    settings = dict(train_size=64, test_size=32, epochs=1, depth="all")  # one body: the whole model's
     train(tmp_path, sentiment_dir, tiny_models["distilbert"], output_dir=str(tmp_path / "a"), **settings)
     (body,) = (tmp_path / "cache").glob("*/body.safetensors")
     body.unlink()

@@ -26,6 +26,7 @@ MAX_LR = 10.0
 DEVICE_HELP = "Where to run: auto (CUDA if available, else CPU), cpu, cuda or cuda:N."
 PICKLE_HELP = "Allow loading pickle-based weights (pytorch_model.bin), which can run code. Off: safetensors only."
 POOLINGS = ("auto", "native", "cls", "mean")  # see architectures.Reading
+DEPTHS = ("auto", "all")  # --depth's words; else a number of layers (depth.py)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 TRUNCATION_SIDES = ("right", "left")  # transformers' names: which end of a too-long text is cut off
 KEPT_END = {"right": "start", "left": "end"}  # what of a too-long text each side keeps, for messages
@@ -112,21 +113,22 @@ def _strings(name: str, value) -> list[str] | None:
     return list(value)
 
 
-def _auto_or(name: str, value, convert, what: str):
-    """'auto', or a setting's value, converted from the string of a command line or a config file."""
+def _word_or(name: str, value, convert, what: str, words: tuple[str, ...] = ("auto",)):
+    """One of `words` ('auto'), or a setting's value, converted from the string of a command line or a config
+    file."""
     if not isinstance(value, str):
         return value
-    if value.strip().lower() == "auto":
-        return "auto"
+    if value.strip().lower() in words:
+        return value.strip().lower()
     try:
         return convert(value)
     except ValueError:
-        raise HeadtuneError(f"{flag(name)} must be auto or {what} (got {value!r})") from None
+        raise HeadtuneError(f"{flag(name)} must be {', '.join(words)} or {what} (got {value!r})") from None
 
 
 def parse_lr(value) -> float | str:
     """`--lr`: 'auto' or a number above 0."""
-    value = _auto_or("lr", value, float, "a number above 0")
+    value = _word_or("lr", value, float, "a number above 0")
     if value == "auto":
         return value
     _positive("lr", value, float)
@@ -136,10 +138,10 @@ def parse_lr(value) -> float | str:
     return float(value)
 
 
-def parse_depth(value) -> int | str | None:
-    """`--depth`: unset, 'auto', or a number of layers above 0."""
-    value = _auto_or("depth", value, int, "a number of layers above 0")
-    if value not in (None, "auto"):
+def parse_depth(value) -> int | str:
+    """`--depth`: 'auto', 'all' (also None), or a number of layers above 0."""
+    value = "all" if value is None else _word_or("depth", value, int, "a number of layers above 0", DEPTHS)
+    if value not in DEPTHS:
         _positive("depth", value)
     return value
 
@@ -276,12 +278,13 @@ class ModelConfig:
         "What the head reads: native (the input of the architecture's own head), cls (the first token's last "
         "hidden state), mean (the mean of the last hidden states over the real tokens), or auto (the model's "
         "sentence-transformers pooling, mean or cls, when it has one; else native).", choices=list(POOLINGS)))
-    depth: int | str | None = field(default=None, metadata=_help(
-        "Keep only the backbone's first N layers: the head reads layer N's hidden states (pooled as --pooling says), "
-        "and the saved model is the model cut to those N layers (smaller and faster; it loads as any run's does). "
-        "A layer below the last can hold more of a task (see the README). auto: N is chosen on the training sample "
-        "(5-fold cross-validated ridge classifiers on every layer's features, from the one backbone pass). "
-        "Default: every layer.", metavar="N", parse=parse_depth))
+    depth: int | str = field(default="auto", metadata=_help(
+        "Which layer the head reads. auto: the layer with the best out-of-fold score of ridge classifiers on the "
+        "training sample, one per layer, from the one backbone pass (all where it cannot apply: --no-cache, several "
+        "processes, an architecture without a headtune entry); all: the last layer, the whole model; N: "
+        "the backbone's first N layers only, and the saved model is the model cut to them (smaller and faster; it "
+        "loads as any run's does). A layer below the last can hold more of a task: see the README.",
+        metavar="{auto,all,N}", parse=parse_depth))
     train_pretrained_head: bool = field(default=False, metadata=_help(
         "Also train the pretrained parts of the architecture's head (BERT's and ALBERT's pooler, ModernBERT's "
         "head), starting from their pretrained weights. Off: they stay frozen, as part of the backbone."))

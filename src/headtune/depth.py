@@ -21,9 +21,10 @@ import torch
 from .architectures import Family, HeadPlan, Reading, layer_features
 from .config import RunConfig
 from .data import Splits
-from .errors import HeadtuneError, flag
+from .errors import flag
 from .features import SHARD_TENSORS, cached_features, extract_features, feature_cache, features_identity
-from .modeling import ModelSource
+from .checkpoint import body_cache, body_of, save_body
+from .modeling import ModelSource, max_positions
 from .sampling import assign_folds
 
 log = logging.getLogger(__name__)
@@ -84,17 +85,23 @@ def choose(scores: list[float]) -> int:
     return max(d for d, s in enumerate(scores, start=1) if s == best)
 
 
+def applicable(cfg: RunConfig, registered: bool, several: bool, model_type: str) -> RunConfig:
+    """The config, with --depth all where auto cannot apply (said in one line)."""
+    why = (f"model type '{model_type}' has no headtune entry" if not registered else
+           f"{flag('no_cache')} leaves no cache to hand the chosen layer's features on through" if cfg.features.no_cache
+           else "it chooses from the whole training pass, in one process" if several else None)
+    if why is None:
+        return cfg
+    log.info("--depth auto: %s, so the last layer is read (--depth all)", why)
+    return replace(cfg, model=replace(cfg.model, depth="all"))
+
+
 def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
-            device: torch.device, dtype: torch.dtype | None, several: bool) -> tuple[RunConfig, dict]:
+            device: torch.device, dtype: torch.dtype | None) -> tuple[RunConfig, dict | None]:
     """The run's config with --depth auto replaced by the chosen depth, and what the choice was (metrics.json's
-    "depth"). Leaves the chosen depth's training features in the cache, where the `--depth N` run finds them."""
-    if several:
-        raise HeadtuneError(f"{flag('depth')} auto runs in one process (it chooses from the whole training pass); "
-                            f"run one process, or pass {flag('depth')} N")
-    if cfg.features.no_cache:
-        raise HeadtuneError(f"{flag('depth')} auto hands the chosen layer's features on through the feature cache; "
-                            f"drop {flag('no_cache')}, or pass {flag('depth')} N")
-    from .preparation import _lacking, _load_model  # the one place that loads a model for a run
+    "depth"). Leaves the chosen depth's training features in the cache, where the `--depth N` run finds them.
+    A model whose checkpoint lacks backbone weights (random, so never cached): --depth all, and no choice."""
+    from .preparation import _load_model  # the one place that loads a model for a run
 
     plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
     point = f"{plan.point}@layers"
@@ -105,14 +112,19 @@ def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family,
     if found is None:
         loaded_model = True
         tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
-        if lacking:
-            raise HeadtuneError(f"{_lacking(cfg, lacking)}, initialised at random from --seed, so its features are "
-                                f"never cached, and {flag('depth')} auto needs them cached; pass {flag('depth')} N")
+        if lacking:  # prepare_cached says so in a warning of its own
+            return replace(cfg, model=replace(cfg.model, depth="all")), None
         model = loaded.model
+        # the whole model's body too: a later run finds this model's config and positions there without loading
+        # transformers, before it knows which depth it will read (and a --depth all run finds it whole)
+        save_body(body_cache(cfg.features, source.identity()),
+                  body_of(model, family, tokenizer, max_positions(model, tokenizer)))
         frozen = plan.frozen(model.config, model.state_dict())
         reader = functools.partial(layer_features, model, plan, None if frozen is None else frozen.to(device))
         found = extract_features(reader, device, point, tokenizer, texts, split="train (every layer)", **lookup)
     features, stats = found
+    log.info("backbone pass train, every layer: %s texts, %.1fs (cache shards: %d read, %d computed)",
+             f"{stats.texts:,}", stats.seconds, stats.cached_shards, stats.computed_shards)
     folds = splits.folds if splits.folds is not None else \
         assign_folds(splits.train.labels, FOLDS, cfg.data.sample_seed, splits.multi_label)
     scores = score_depths(features, splits.train.labels, folds, splits.multi_label)

@@ -75,7 +75,8 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         "",
         "## Training",
         "",
-        f"- Backbone: `{base}`{_cut(config['model'].get('depth'))}, frozen ({parameters['frozen']:,} parameters).",
+        f"- Backbone: `{base}`{_cut(config['model'].get('depth'), metrics.get('depth'))}, frozen "
+        f"({parameters['frozen']:,} parameters).",
         f"- Head: {', '.join(parameters['head_modules'])} ({parameters['trainable']:,} trainable parameters).",
         f"- Pooling: {metrics['pooling']} (the head reads `{parameters['feature_point']}`).",
         f"- Labels ({len(metrics['labels'])}): {', '.join(metrics['labels'][:20])}"
@@ -102,8 +103,11 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
     return "\n".join(lines)
 
 
-def _cut(depth: int | None) -> str:
-    """--depth: the saved model is the backbone's first layers only."""
-    if not depth:
+def _cut(depth: int | str | None, choice: dict | None) -> str:
+    """--depth N (or auto's choice): the saved model is the backbone's first layers only."""
+    if not isinstance(depth, int):
         return ""
-    return ", cut to its first layer" if depth == 1 else f", cut to its first {depth} layers"
+    if choice and depth == choice["layers"]:
+        return f", read at its last layer (chosen by {choice['chosen_by']})"
+    cut = ", cut to its first layer" if depth == 1 else f", cut to its first {depth} layers"
+    return cut + (f" (of {choice['layers']}, chosen by {choice['chosen_by']})" if choice else "")

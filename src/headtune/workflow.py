@@ -102,7 +102,9 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
                     "(native), not the %s pooling of its sentence-transformers configuration", source.model_type,
                     pooling_name)
         pooling_name = "native"
-    if cfg.model.depth is not None:
+    if cfg.model.depth == "auto":  # where it cannot apply, every layer, as before it existed
+        cfg = depth.applicable(cfg, family is not None, processes.several, source.model_type)
+    elif cfg.model.depth != "all":
         check_depth(cfg.model.depth, config, family is not None, source.model_type)
     if family is None and processes.several:
         raise HeadtuneError(f"model type '{source.model_type}' has no headtune entry (`headtune models` lists them), "
@@ -141,7 +143,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
             log.warning("--train-pretrained-head has nothing to train: the %s reading of %s goes through no "
                         "pretrained head parts", pooling_name, family.name)
         if cfg.model.depth == "auto":  # from here on, a --depth N run: another model, its own body in the cache
-            cfg, depth_report = depth.resolve(cfg, splits, source, family, reading, device, dtype, processes.several)
+            cfg, depth_report = depth.resolve(cfg, splits, source, family, reading, device, dtype)
             source = ModelSource(cfg.model, source.digest)
             body = load_body(body_cache(cfg.features, source.identity()))
         if processes.several:
