@@ -86,6 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/headtune-bench-learning"),
                         help="headtune's --output-dir of each run goes under here.")
     parser.add_argument("--parts", default="real,unseen", help="real, unseen or both (comma-separated).")
+    parser.add_argument("--depth", default="all",
+                        help="headtune's --depth for every run. Default all (the last layer): the README's tables were "
+                             "measured before --depth auto became the default (bench_depth.py compares the two).")
     parser.add_argument("--reuse-cache", action="store_true",
                         help="Keep <out-dir>/cache: 'cold' runs then are not cold, and their times say so.")
     parser.add_argument("--repeats", type=int, default=3,
@@ -228,7 +231,7 @@ def retime(args: argparse.Namespace, model: str, path: Path) -> None:
         for pooling in POOLINGS:
             r = result["real"][dataset][pooling]
             common.log(f"retime {dataset}, pooling {pooling}")
-            base = {"model": model, **data, "pooling": pooling, "overwrite": True}
+            base = {"model": model, **data, "pooling": pooling, "depth": args.depth, "overwrite": True}
             with tempfile.TemporaryDirectory(prefix="headtune-cold-") as fresh:
                 cold = run_headtune({**base, **SETTINGS[COLD], "cache_dir": fresh,
                                      "output_dir": str(args.work_dir / "retime" / dataset / pooling / "cold")})
@@ -274,7 +277,8 @@ def run_real(args: argparse.Namespace, model: str, cache_dir: Path) -> dict:
         results[dataset] = {}
         for pooling in POOLINGS:
             common.log(f"{dataset}, pooling {pooling}")
-            base = {"model": model, **data, "pooling": pooling, "cache_dir": str(cache_dir), "overwrite": True}
+            base = {"model": model, **data, "pooling": pooling, "depth": args.depth, "cache_dir": str(cache_dir),
+                    "overwrite": True}
             # the cold run first (the defaults), then the three settings warm from the cache, in interleaved rounds:
             # the head stage is timed --repeats times per setting and its median kept (the machine is shared)
             runs = {COLD: run_headtune({**base, **SETTINGS[COLD], "output_dir": str(args.work_dir / dataset / pooling
@@ -448,7 +452,8 @@ def run_unseen(args: argparse.Namespace, model: str, cache_dir: Path) -> list[di
     for spec in build_unseen(args):
         common.log(f"unseen {spec['name']}")
         out_dir = args.work_dir / "unseen" / spec["name"]
-        run = run_headtune({"model": model, "dataset": spec["path"], "text_column": spec["text_column"],
+        run = run_headtune({"model": model, "depth": args.depth, "dataset": spec["path"],
+                            "text_column": spec["text_column"],
                             "label_column": spec["label_column"], "max_length": spec["max_length"],
                             "cache_dir": str(cache_dir), "output_dir": str(out_dir), "overwrite": True})
         features, labels, names = read_features(out_dir, cache_dir)

@@ -153,3 +153,18 @@ def test_where_auto_cannot_apply_the_last_layer_is_read(tiny_models, sentiment_d
 def test_an_unregistered_architecture_reads_its_last_layer(tiny_convbert, sentiment_dir, tmp_path):
     metrics = run(tmp_path, sentiment_dir, tiny_convbert, "out", train_size=48, test_size=24, epochs=1)
     assert metrics["config"]["model"]["depth"] == "all" and metrics["depth"] is None
+
+
+def test_a_lost_whole_model_body_is_stored_again_so_later_runs_stay_warm(tiny_models, sentiment_dir, tmp_path):
+    # the whole model's body holds the config a run needs before it knows its depth: without it, every later run
+    # would load the model's config and tokenizer (and import transformers) again
+    run(tmp_path, sentiment_dir, tiny_models["distilbert"], "a", depth="auto")
+    bodies = {p: json.loads((p.parent / "key.json").read_text()) for p in (tmp_path / "cache").glob("*/body.safetensors")}
+    (whole,) = [p for p, key in bodies.items() if "depth" not in key]
+    assert len(bodies) == 2  # and the chosen depth's
+    whole.unlink()
+    again = run(tmp_path, sentiment_dir, tiny_models["distilbert"], "b", depth="auto")
+    assert again["environment"]["model_loaded"] is True and whole.exists()
+    assert {s: p["computed_shards"] for s, p in again["backbone_pass"].items()} == {"train": 0, "test": 0}
+    third = run(tmp_path, sentiment_dir, tiny_models["distilbert"], "c", depth="auto")
+    assert third["environment"]["model_loaded"] is False

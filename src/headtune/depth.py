@@ -97,9 +97,10 @@ def applicable(cfg: RunConfig, registered: bool, several: bool, model_type: str)
 
 
 def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
-            device: torch.device, dtype: torch.dtype | None) -> tuple[RunConfig, dict | None]:
+            device: torch.device, dtype: torch.dtype | None, body_cached: bool) -> tuple[RunConfig, dict | None]:
     """The run's config with --depth auto replaced by the chosen depth, and what the choice was (metrics.json's
     "depth"). Leaves the chosen depth's training features in the cache, where the `--depth N` run finds them.
+    `body_cached`: the whole model's body is in the cache (else it is stored: see below).
     A model whose checkpoint lacks backbone weights (random, so never cached): --depth all, and no choice."""
     from .preparation import _load_model  # the one place that loads a model for a run
 
@@ -108,9 +109,9 @@ def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family,
     texts = list(splits.train.texts)
     lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, dtype=dtype,
                   identity=features_identity(source.identity(), cfg.model.truncation_side))
-    found, loaded_model = cached_features(point, texts, device=device, **lookup), False
-    if found is None:
-        loaded_model = True
+    found = cached_features(point, texts, device=device, **lookup)
+    loaded_model = found is None or not body_cached
+    if loaded_model:
         tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
         if lacking:  # prepare_cached says so in a warning of its own
             return replace(cfg, model=replace(cfg.model, depth="all")), None
@@ -119,6 +120,7 @@ def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family,
         # transformers, before it knows which depth it will read (and a --depth all run finds it whole)
         save_body(body_cache(cfg.features, source.identity()),
                   body_of(model, family, tokenizer, max_positions(model, tokenizer)))
+    if found is None:
         frozen = plan.frozen(model.config, model.state_dict())
         reader = functools.partial(layer_features, model, plan, None if frozen is None else frozen.to(device))
         found = extract_features(reader, device, point, tokenizer, texts, split="train (every layer)", **lookup)

@@ -143,7 +143,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
             log.warning("--train-pretrained-head has nothing to train: the %s reading of %s goes through no "
                         "pretrained head parts", pooling_name, family.name)
         if cfg.model.depth == "auto":  # from here on, a --depth N run: another model, its own body in the cache
-            cfg, depth_report = depth.resolve(cfg, splits, source, family, reading, device, dtype)
+            cfg, depth_report = depth.resolve(cfg, splits, source, family, reading, device, dtype, body is not None)
             source = ModelSource(cfg.model, source.digest)
             body = load_body(body_cache(cfg.features, source.identity()))
         if processes.several:
