@@ -11,6 +11,7 @@ test (and validation) texts still need the backbone, cut to N layers.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import replace
@@ -43,14 +44,7 @@ def score_depths(features: torch.Tensor, labels: np.ndarray, folds: np.ndarray, 
     else:
         targets = np.eye(int(labels.max()) + 1)[labels]
     y = torch.as_tensor(targets)
-    threads = torch.get_num_threads()
-    # small solves (hidden x hidden): one thread is as fast, and LAPACK's threads, on a CPU another process also
-    # keeps busy, took 30x longer (0.44 s against 0.015 s for one 385-wide eigh on this project's 2-core CPU)
-    torch.set_num_threads(1)
-    try:
-        return [_ridge_score(features[:, d].double(), y, folds, multi_label) for d in range(features.shape[1])]
-    finally:
-        torch.set_num_threads(threads)
+    return [_ridge_score(features[:, d].double(), y, folds, multi_label) for d in range(features.shape[1])]
 
 
 def _ridge_score(x: torch.Tensor, y: torch.Tensor, folds: np.ndarray, multi_label: bool) -> float:
@@ -66,9 +60,23 @@ def _ridge_score(x: torch.Tensor, y: torch.Tensor, folds: np.ndarray, multi_labe
         xh = x[held]
         g, c = gram - xh.T @ xh, cross - xh.T @ y[held]
         rows = len(x) - int(held.sum())
-        for penalty in PENALTIES:
-            outputs[penalty][held] = xh @ torch.linalg.solve(g + penalty * rows * eye, c)
+        with _one_thread():
+            for penalty in PENALTIES:
+                outputs[penalty][held] = xh @ torch.linalg.solve(g + penalty * rows * eye, c)
     return max(_score(out, y, multi_label) for out in outputs.values())
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """The small solves (hidden x hidden) on one thread: as fast alone, and LAPACK's threads, on a CPU another
+    process also keeps busy, took 30x longer (0.44 s against 0.015 s for one 385-wide eigh on this project's
+    2-core CPU). The products over every row, before, keep all threads: those scale with the rows."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _score(out: torch.Tensor, y: torch.Tensor, multi_label: bool) -> float:
