@@ -11,10 +11,9 @@ test (and validation) texts still need the backbone, cut to N layers.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,10 +22,12 @@ from .architectures import Family, HeadPlan, Reading, layer_features
 from .config import RunConfig
 from .data import Splits
 from .errors import flag
-from .features import SHARD_TENSORS, cached_features, extract_features, feature_cache, features_identity
+from .cache import FeatureCache
 from .checkpoint import body_cache, body_of, save_body
+from .features import SHARD_TENSORS, cached_features, extract_features, feature_cache, features_identity
 from .modeling import ModelSource, max_positions
 from .sampling import assign_folds
+from .training import one_thread
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +61,10 @@ def _ridge_score(x: torch.Tensor, y: torch.Tensor, folds: np.ndarray, multi_labe
         xh = x[held]
         g, c = gram - xh.T @ xh, cross - xh.T @ y[held]
         rows = len(x) - int(held.sum())
-        with _one_thread():
+        with one_thread():  # small solves: more threads only wait on a busy CPU (0.44 s vs 0.015 s each here)
             for penalty in PENALTIES:
                 outputs[penalty][held] = xh @ torch.linalg.solve(g + penalty * rows * eye, c)
     return max(_score(out, y, multi_label) for out in outputs.values())
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """The small solves (hidden x hidden) on one thread: as fast alone, and LAPACK's threads, on a CPU another
-    process also keeps busy, took 30x longer (0.44 s against 0.015 s for one 385-wide eigh on this project's
-    2-core CPU). The products over every row, before, keep all threads: those scale with the rows."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _score(out: torch.Tensor, y: torch.Tensor, multi_label: bool) -> float:
@@ -104,25 +92,36 @@ def applicable(cfg: RunConfig, registered: bool, several: bool, model_type: str)
     return replace(cfg, model=replace(cfg.model, depth="all"))
 
 
+@dataclass
+class Choice:
+    """What --depth auto decided, for the rest of the run."""
+
+    cfg: RunConfig  # --depth N with the chosen N (all, for a model whose weights are partly random)
+    source: ModelSource  # the model that run reads: the cut one
+    report: dict | None  # metrics.json's "depth": each layer's score and the choice
+    train_pass: dict | None  # the every-layer pass's statistics, when it computed shards (the train split's pass)
+    model_loaded: bool
+
+
 def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
-            device: torch.device, dtype: torch.dtype | None, body_cached: bool) -> tuple[RunConfig, dict | None]:
-    """The run's config with --depth auto replaced by the chosen depth, and what the choice was (metrics.json's
-    "depth"). Leaves the chosen depth's training features in the cache, where the `--depth N` run finds them.
-    `body_cached`: the whole model's body is in the cache (else it is stored: see below).
-    A model whose checkpoint lacks backbone weights (random, so never cached): --depth all, and no choice."""
+            device: torch.device, dtype: torch.dtype | None, body_cached: bool) -> Choice:
+    """The chosen depth, the run reading it, and what the choice was. Leaves the chosen depth's training features
+    in the cache, where that `--depth N` run finds them. `body_cached`: the whole model's body is in the cache
+    (else it is stored: see below). A model whose checkpoint lacks backbone weights (random, so never cached):
+    --depth all, and no choice."""
     from .preparation import _load_model  # the one place that loads a model for a run
 
     plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
     point = f"{plan.point}@layers"
     texts = list(splits.train.texts)
-    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, dtype=dtype,
-                  identity=features_identity(source.identity(), cfg.model.truncation_side))
+    ident = features_identity(source.identity(), cfg.model.truncation_side)
+    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, dtype=dtype, identity=ident)
     found = cached_features(point, texts, device=device, **lookup)
     loaded_model = found is None or not body_cached
     if loaded_model:
         tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
         if lacking:  # prepare_cached says so in a warning of its own
-            return replace(cfg, model=replace(cfg.model, depth="all")), None
+            return Choice(replace(cfg, model=replace(cfg.model, depth="all")), source, None, None, True)
         model = loaded.model
         # the whole model's body too: a later run finds this model's config and positions there without loading
         # transformers, before it knows which depth it will read (and a --depth all run finds it whole)
@@ -140,26 +139,26 @@ def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family,
     scores = score_depths(features, splits.train.labels, folds, splits.multi_label)
     depth = choose(scores)
     chosen = replace(cfg, model=replace(cfg.model, depth=depth))
-    _hand_on(point, plan.point, texts, depth, device, lookup, ModelSource(chosen.model, source.digest), cfg)
+    cut = ModelSource(chosen.model, source.digest)
+    resolved = cfg.features.for_device(device.type)
+    settings = dict(max_length=cfg.model.max_length, cfg=resolved, dtype=dtype)
+    _hand_on(feature_cache(point, texts, identity=ident, **settings),
+             feature_cache(plan.point, texts, identity=features_identity(cut.identity(), cfg.model.truncation_side),
+                           **settings), -(-len(texts) // resolved.shard_size), depth)
     what = "micro F1" if splits.multi_label else "accuracy"
     log.info("--depth auto: layer %d of %d (out-of-fold %s of ridge classifiers on the training sample, by layer: "
              "%s)", depth, len(scores), what, ", ".join(f"{s:.4f}" for s in scores))
-    return chosen, {"mode": "auto", "chosen": depth, "layers": len(scores), "chosen_by": f"out-of-fold {what} of a "
-                    f"ridge classifier, {len(np.unique(folds))} folds of the training sample",
-                    "scores": [round(s, 6) for s in scores], "pass": vars(stats), "model_loaded": loaded_model}
+    report = {"mode": "auto", "chosen": depth, "layers": len(scores), "chosen_by": f"out-of-fold {what} of a ridge "
+              f"classifier, {len(np.unique(folds))} folds of the training sample",
+              "scores": [round(s, 6) for s in scores]}
+    return Choice(chosen, cut, report, vars(stats) if stats.computed_shards else None, loaded_model)
 
 
-def _hand_on(point: str, chosen_point: str, texts: list[str], depth: int, device: torch.device, lookup: dict,
-             chosen: ModelSource, cfg: RunConfig) -> None:
-    """Write the chosen depth's slice of every layer's features as the training features of the `--depth N` run:
-    the same shards, texts and rows, under that run's key (what that run computes is the same, from the cut
-    model: tests/test_depth.py)."""
-    settings = lookup["cfg"].for_device(device.type)
-    common = dict(max_length=lookup["max_length"], cfg=settings, dtype=lookup["dtype"])
-    every = feature_cache(point, texts, identity=lookup["identity"], **common)
-    target = feature_cache(chosen_point, texts, identity=features_identity(chosen.identity(),
-                                                                           cfg.model.truncation_side), **common)
-    for shard in range(-(-len(texts) // settings.shard_size)):
+def _hand_on(every: FeatureCache, target: FeatureCache, shards: int, depth: int) -> None:
+    """Write the chosen depth's slice of each of the `shards` shards of every layer's features (`every`) as that
+    shard of the `--depth N` run's training features (`target`): the same texts and rows, under that run's key
+    (what that run computes is the same, from the cut model: tests/test_depth.py)."""
+    for shard in range(shards):
         if target.has(shard):
             continue
         tensors = every.load(shard, SHARD_TENSORS)

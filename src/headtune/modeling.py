@@ -222,7 +222,7 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
     return LoadedModel(model.eval(), new_keys)
 
 
-def check_depth(depth: int | str, config, registered: bool, model_type: str) -> None:
+def check_depth(depth: int, config, registered: bool, model_type: str) -> None:
     """--depth: a registered family (it knows how to cut its config), and no more layers than the model has.
     `config`: the model's (or, from the cache, the cut model's, which has exactly `depth`)."""
     if not registered:
@@ -230,7 +230,7 @@ def check_depth(depth: int | str, config, registered: bool, model_type: str) -> 
                             f"lists them); model type '{model_type}' trains through its own class: drop "
                             f"{flag('depth')}")
     layers = getattr(config, "num_hidden_layers", None)
-    if layers is not None and depth != "auto" and depth > layers:
+    if layers is not None and depth > layers:
         raise HeadtuneError(f"{flag('depth')} {depth} is more layers than the model has ({layers}); pass 1 to "
                             f"{layers}, or leave it out to keep them all")
 

@@ -278,14 +278,21 @@ def threads_for(head: nn.Module, cfg: TrainConfig, copies: int):
     from more threads, and on a busy machine OpenMP's waiting threads made them 30x slower (BANKING77's sweep:
     119 s with 2 threads, 4 s with 1). Heads with big layers (DistilBERT's 768 x 768) keep torch's threads."""
     flops = 6 * cfg.batch_size * copies * sum(p.numel() for p in head.parameters())
+    with one_thread(next(head.parameters()).device.type == "cpu" and flops < SMALL_STEP_FLOPS):
+        yield
+
+
+@contextlib.contextmanager
+def one_thread(when: bool = True):
+    """torch's intra-op threads at one inside (when `when`), as they were after: for small CPU work, which more
+    threads do not speed up and a busy machine's waiting threads slow down many times over."""
     before = torch.get_num_threads()
-    small = next(head.parameters()).device.type == "cpu" and flops < SMALL_STEP_FLOPS
-    if small:
+    if when:
         torch.set_num_threads(1)
     try:
         yield
     finally:
-        if small:
+        if when:
             torch.set_num_threads(before)
 
 

@@ -136,15 +136,15 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
     device = processes.device(cfg.model.device)
     dtype = autocast_dtype(device, cfg.model.precision)
-    depth_report = None  # --depth auto: what was chosen, and on what
+    choice = None  # --depth auto: what was chosen, and on what
     if family is not None:
         reading, filled = family.reading(config, pooling_name), None
         if cfg.model.train_pretrained_head and not reading.through_pretrained:  # said, not silently a no-op
             log.warning("--train-pretrained-head has nothing to train: the %s reading of %s goes through no "
                         "pretrained head parts", pooling_name, family.name)
         if cfg.model.depth == "auto":  # from here on, a --depth N run: another model, its own body in the cache
-            cfg, depth_report = depth.resolve(cfg, splits, source, family, reading, device, dtype, body is not None)
-            source = ModelSource(cfg.model, source.digest)
+            choice = depth.resolve(cfg, splits, source, family, reading, device, dtype, body is not None)
+            cfg, source = choice.cfg, choice.source
             body = load_body(body_cache(cfg.features, source.identity()))
         if processes.several:
             part = fill_cache_part(cfg, splits, source, body, family, reading, device, dtype, processes.owns,
@@ -160,11 +160,10 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
             filled = Filled.combine(parts)
             body = body or load_body(body_cache(cfg.features, source.identity()))
         prep = prepare_cached(cfg, splits, source, body, config, family, reading, device, dtype, clock, filled)
-        if depth_report is not None:  # the training texts went through the backbone in depth.resolve, if at all
-            every_layer = depth_report.pop("pass")
-            if every_layer["computed_shards"]:
-                prep.passes["train"] = every_layer
-            prep.model_loaded = depth_report.pop("model_loaded") or prep.model_loaded
+        if choice is not None:  # the training texts went through the backbone in depth.resolve, if at all
+            if choice.train_pass is not None:
+                prep.passes["train"] = choice.train_pass
+            prep.model_loaded = choice.model_loaded or prep.model_loaded
     else:
         prep = prepare_full_model(cfg, splits, source, device, clock)
     clock["features"] = time.perf_counter()
@@ -187,7 +186,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
 
     metrics = _metrics(cfg, splits, prep, result, finish, task, pooling_name, device, dtype, processes.world_size)
     metrics["config_file"] = config_file
-    metrics["depth"] = depth_report
+    metrics["depth"] = choice.report if choice is not None else None
     title = (f"{_short_name(cfg.model.model)} head-only on {_short_name(cfg.data.dataset)} "
              f"({len(splits.train.texts):,} train / {len(splits.test.texts):,} test)")
     settings = _settings(cfg, splits, prep, pooling_name, finish.get("threshold"))
