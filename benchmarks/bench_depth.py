@@ -33,16 +33,21 @@ SIDES = {"all": {"depth": "all"}, "auto": {"depth": "auto"}}  # --depth all: the
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_data_flags(parser, "depth")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"Which of {', '.join(SIDES)} to run.")
+    parser.add_argument("--name", default="depth", help="The results are <out-dir>/<name>_<host>.{json,png}.")
+    return parser.parse_args(argv)
+
+
+def add_data_flags(parser: argparse.ArgumentParser, name: str) -> None:
+    """The flags `datasets` reads, and where results and scratch files go (/tmp/headtune-*-<name>)."""
     parser.add_argument("--out-dir", type=Path, default=common.RESULTS_DIR)
     parser.add_argument("--quick", action="store_true", help="A tiny dry run: small samples and short max lengths.")
     parser.add_argument("--model", default=None, help="Backbone folder (default: the MiniLM package).")
     parser.add_argument("--imdb", type=Path, default=common.IMDB_DIR)
     parser.add_argument("--banking77", type=Path, default=learning.BANKING_DIR)
-    parser.add_argument("--unseen-dir", type=Path, default=Path("/tmp/headtune-unseen-depth"))
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/headtune-bench-depth"))
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"Which of {', '.join(SIDES)} to run.")
-    parser.add_argument("--name", default="depth", help="The results are <out-dir>/<name>_<host>.{json,png}.")
-    return parser.parse_args(argv)
+    parser.add_argument("--unseen-dir", type=Path, default=Path(f"/tmp/headtune-unseen-{name}"))
+    parser.add_argument("--work-dir", type=Path, default=Path(f"/tmp/headtune-bench-{name}"))
 
 
 def datasets(args: argparse.Namespace) -> dict[str, dict]:

@@ -107,7 +107,7 @@ def test_patience_stops_every_fold_together(blobs):
 
 
 def test_balanced_weights_raise_minority_recall_out_of_fold():
-    x, y = _blobs(400, 5, shift=0.6, shares=[0.9, 0.1])
+    x, y = _blobs(400, 5, shift=0.4, shares=[0.9, 0.1])
     folds = assign_folds(y, 5, 0, multi_label=False)
     cfg = TrainConfig(epochs=3, batch_size=16, seed=0)
     recall = {}

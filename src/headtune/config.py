@@ -358,6 +358,10 @@ class TrainConfig:
         "Learning-rate schedule: linear (decays to 0 over all steps, as transformers' Trainer does by default) "
         "or constant.", choices=list(LR_SCHEDULES)))
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay."))
+    centre: bool = field(default=True, metadata=_help(
+        "Train the head on features minus the mean of the rows it trains on, the mean then folded into its first "
+        "layer's bias (the saved model reads raw features, as before): better-conditioned steps. --no-centre "
+        "trains on the raw features."))
     keep: str = field(default="best", metadata=_help(
         "Which epoch's head is saved: best (the best validation accuracy) or last.", choices=list(KEEP)))
     patience: int | None = field(default=None, metadata=_help(

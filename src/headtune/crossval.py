@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .centring import can_centre, centre_copies, training_mean
 from .config import TrainConfig
 from .features import progress
 from .optim import AdamW
@@ -78,6 +79,17 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
     targets = targets.float() if task.multi_label else targets.long()
     longest = max(len(i) for i in inside)  # each fold's rows, the shorter ones padded by repeating theirs
     padded = torch.as_tensor(np.stack([np.resize(i, longest) for i in inside]), device=device)  # (k, longest)
+    # each fold's copies read the features centred on the mean of the rows they train on (centring.py), as a
+    # head trained alone on those rows would: the held-out fold's rows count in nothing its copies do
+    means = None
+    if cfg.centre and can_centre(head):
+        means = torch.stack([training_mean(features[o]) for o in outside])  # (k, in)
+        centre_copies(model, head, means.repeat_interleave(r, dim=0))
+
+    def read(index: torch.Tensor) -> torch.Tensor:
+        """(k, b, in): fold f's rows index[f], as fold f's copies read them."""
+        rows = features[index]
+        return rows if means is None else rows - means[:, None, :]
 
     def held_out_logits() -> torch.Tensor:
         """(rates, rows, labels): every row's logits from the copies of its own fold, dropout off."""
@@ -85,7 +97,7 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         out = torch.empty(r, len(labels), task.num_labels)
         chunk = max(1, EVAL_COPY_ROWS // (k * r))
         with torch.inference_mode():
-            parts = [model(features[padded[:, s:s + chunk]]).float().cpu() for s in range(0, longest, chunk)]
+            parts = [model(read(padded[:, s:s + chunk])).float().cpu() for s in range(0, longest, chunk)]
         logits = torch.cat(parts, dim=1).view(k, r, longest, -1)
         for f, rows in enumerate(inside):
             out[:, torch.as_tensor(rows)] = logits[f, :, :len(rows)]
@@ -114,7 +126,7 @@ def _cross_validate(head, features, labels, folds, task, cfg, lrs, on_epoch, k, 
         totals = torch.zeros(k * r, device=device)
         for index in order.split(min(cfg.batch_size, rows_per_epoch), dim=1):  # a batch beyond the rows: all of them
             batch = targets[index].repeat_interleave(r, dim=0)  # (k * r, b): each copy its fold's rows
-            out = model(features[index])  # (k, b, in) in: fold f's rows go to its r copies (StackedLinear groups)
+            out = model(read(index))  # (k, b, in) in: fold f's rows go to its r copies (StackedLinear groups)
             per_copy = copy_losses(task, out, batch)
             optimizer.zero_grad()
             per_copy.sum().backward()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .calibration import DEFAULT_THRESHOLD
+from .centring import can_centre, shifted, training_mean
 from .config import TrainConfig
 from .features import collate, length_order, progress
 from .metrics import classification_metrics
@@ -249,12 +250,26 @@ def train_head(head: nn.Module, train: Labelled, validation: Labelled | None, te
     if keep_epoch is not None and (validation is not None or not 1 <= keep_epoch <= (last_epoch or cfg.epochs)):
         raise ValueError("keep_epoch is for a run without a validation split, and must be an epoch it trains")
     device = next(head.parameters()).device
+    mean = None
+    if cfg.centre and isinstance(train.inputs, CachedInputs) and can_centre(head):  # centring.py: why
+        mean = training_mean(train.inputs.features)
+        head = shifted(head, mean)
+        train, validation, test = (None if split is None else centred(split, mean) for split in (train, validation, test))
     # Dropout draws from torch's global RNG: seed it for this loop only, restoring the caller's state after.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), threads_for(head, cfg, len(lrs)), \
             no_denormals():
         torch.manual_seed(cfg.seed)
-        return _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device, keep_epoch,
-                      last_epoch or cfg.epochs)
+        result = _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device, keep_epoch,
+                        last_epoch or cfg.epochs)
+    if mean is not None:  # the kept head reads the raw features again
+        result.head = shifted(result.head, -mean)
+    return result
+
+
+def centred(split: Labelled, mean: torch.Tensor) -> Labelled:
+    """The split's cached features minus `mean` (a new tensor: the cached one may be shared)."""
+    features = split.inputs.features
+    return Labelled(CachedInputs(features - mean.to(features.device), features.device), split.labels)
 
 
 SMALL_STEP_FLOPS = 5e7  # below this per step, one CPU thread: see threads_for

@@ -163,6 +163,13 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def first_linear(head: nn.Module) -> nn.Linear | None:
+    """The layer that reads the features: the first Linear registered in the head. In every family's head only
+    dropout comes before it (tests/test_architectures.py checks that shifting its bias shifts the input), so
+    centring.py can fold the features' mean into its bias."""
+    return next((m for m in head.modules() if isinstance(m, nn.Linear)), None)
+
+
 def final_linear(head: nn.Module) -> nn.Linear:
     """The layer that produces the logits: the last Linear registered in the head (folding a temperature
     into it scales the logits)."""
