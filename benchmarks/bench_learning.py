@@ -89,6 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--depth", default="all",
                         help="headtune's --depth for every run. Default all (the last layer): the README's tables were "
                              "measured before --depth auto became the default (bench_depth.py compares the two).")
+    parser.add_argument("--centre", action=argparse.BooleanOptionalAction, default=False,
+                        help="headtune's --centre for every run. Default off (--no-centre): the README's tables were "
+                             "measured before centring became the default (bench_centring.py compares the two).")
     parser.add_argument("--reuse-cache", action="store_true",
                         help="Keep <out-dir>/cache: 'cold' runs then are not cold, and their times say so.")
     parser.add_argument("--repeats", type=int, default=3,
@@ -231,7 +234,8 @@ def retime(args: argparse.Namespace, model: str, path: Path) -> None:
         for pooling in POOLINGS:
             r = result["real"][dataset][pooling]
             common.log(f"retime {dataset}, pooling {pooling}")
-            base = {"model": model, **data, "pooling": pooling, "depth": args.depth, "overwrite": True}
+            base = {"model": model, **data, "pooling": pooling, "depth": args.depth,
+                    "centre": args.centre, "overwrite": True}
             with tempfile.TemporaryDirectory(prefix="headtune-cold-") as fresh:
                 cold = run_headtune({**base, **SETTINGS[COLD], "cache_dir": fresh,
                                      "output_dir": str(args.work_dir / "retime" / dataset / pooling / "cold")})
@@ -277,8 +281,8 @@ def run_real(args: argparse.Namespace, model: str, cache_dir: Path) -> dict:
         results[dataset] = {}
         for pooling in POOLINGS:
             common.log(f"{dataset}, pooling {pooling}")
-            base = {"model": model, **data, "pooling": pooling, "depth": args.depth, "cache_dir": str(cache_dir),
-                    "overwrite": True}
+            base = {"model": model, **data, "pooling": pooling, "depth": args.depth,
+                    "centre": args.centre, "cache_dir": str(cache_dir), "overwrite": True}
             # the cold run first (the defaults), then the three settings warm from the cache, in interleaved rounds:
             # the head stage is timed --repeats times per setting and its median kept (the machine is shared)
             runs = {COLD: run_headtune({**base, **SETTINGS[COLD], "output_dir": str(args.work_dir / dataset / pooling
@@ -452,7 +456,7 @@ def run_unseen(args: argparse.Namespace, model: str, cache_dir: Path) -> list[di
     for spec in build_unseen(args):
         common.log(f"unseen {spec['name']}")
         out_dir = args.work_dir / "unseen" / spec["name"]
-        run = run_headtune({"model": model, "depth": args.depth, "dataset": spec["path"],
+        run = run_headtune({"model": model, "depth": args.depth, "centre": args.centre, "dataset": spec["path"],
                             "text_column": spec["text_column"],
                             "label_column": spec["label_column"], "max_length": spec["max_length"],
                             "cache_dir": str(cache_dir), "output_dir": str(out_dir), "overwrite": True})

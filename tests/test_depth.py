@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import headtune
-from headtune import distributed
 from headtune.depth import choose, score_depths
 
 FOLDS = np.arange(200) % 5
@@ -133,23 +132,16 @@ def test_the_choice_never_sees_the_test_labels(tiny_models, sentiment_dir, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("why, settings", [("--no-cache leaves no cache", {"no_cache": True}),
-                                          ("in one process", {"processes": 2})])
-def test_where_auto_cannot_apply_the_last_layer_is_read(tiny_models, sentiment_dir, tmp_path, monkeypatch, caplog,
-                                                        why, settings):
+def test_without_a_cache_the_last_layer_is_read(tiny_models, sentiment_dir, tmp_path, monkeypatch, caplog):
     import logging
 
     monkeypatch.setattr(logging.getLogger("headtune"), "propagate", True)
-    if settings.pop("processes", None):  # the main one of two: the other's share of the pass is in the cache
-        monkeypatch.setattr(distributed, "launched_processes", lambda: 2)
-        monkeypatch.setattr(distributed, "current", lambda: distributed.Processes(0, 2, 0, 2))
-        monkeypatch.setattr(distributed.Processes, "barrier", lambda self: None)
-        monkeypatch.setattr(distributed.Processes, "gather", lambda self, value: [value, value])
     with caplog.at_level(logging.INFO, logger="headtune"):
-        metrics = run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", **settings)
+        metrics = run(tmp_path, sentiment_dir, tiny_models["distilbert"], "out", no_cache=True)
     assert metrics["config"]["model"]["depth"] == "all" and metrics["depth"] is None
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--depth auto")]
-    assert len(lines) == 1 and why in lines[0] and lines[0].endswith("so the last layer is read (--depth all)")
+    assert len(lines) == 1 and "--no-cache leaves no cache" in lines[0] and \
+        lines[0].endswith("so the last layer is read (--depth all)")
 
 
 def test_an_unregistered_architecture_reads_its_last_layer(tiny_convbert, sentiment_dir, tmp_path):

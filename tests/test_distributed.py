@@ -75,12 +75,12 @@ def comparable(metrics: dict) -> dict:
     return metrics
 
 
-def assert_same_run(single: tuple[Path, Path], out: Path, cache: Path) -> None:
+def assert_same_run(single: tuple[Path, Path], out: Path, cache: Path, shards: int = 5 + 2) -> None:
     one_out, one_cache = single
     # the same cache entries (the same keys), every shard, the body and the tokenizer tensor for tensor
     mine, theirs = cache_files(cache), cache_files(one_cache)
     assert mine.keys() == theirs.keys()
-    assert sum(name.split("/")[1].startswith("shard-") for name in mine) == 5 + 2
+    assert sum(name.split("/")[1].startswith("shard-") for name in mine) == shards
     for name in mine:
         if name.endswith(".safetensors"):
             a, b = load_file(mine[name]), load_file(theirs[name])
@@ -113,6 +113,38 @@ def test_torchrun_two_processes_give_what_one_gives(tmp_path, tiny_models, data_
         done.stderr
     assert done.stderr.count("headtune: saved model/") == 1
     assert_same_run(single, out, cache)
+
+
+@pytest.fixture(scope="module")
+def single_auto(tmp_path_factory, tiny_models, data_dir) -> tuple[Path, Path]:
+    """(output folder, cache) of one process's run with --depth auto."""
+    root = tmp_path_factory.mktemp("single-auto")
+    out, cache = root / "out", root / "cache"
+    done = launch([sys.executable, "-m", "headtune",
+                   *train_argv(tiny_models["distilbert"], data_dir, out, cache, "-q", "--depth", "auto")], root)
+    assert done.returncode == 0, done.stderr
+    return out, cache
+
+
+def test_torchrun_two_processes_choose_the_depth_one_process_chooses(tmp_path, tiny_models, data_dir, single_auto):
+    """Each process computes its share of the every-layer pass; the main one chooses, and the run goes on at that
+    depth in both: the same cache (every-layer shards, the chosen layer's handed on, the cut model's test shards),
+    the same choice in metrics.json and the same saved model as one process."""
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    argv = train_argv(tiny_models["distilbert"], data_dir, out, cache, "--debug", "--depth", "auto")
+    done = launch([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                   "-m", "headtune", *argv], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "the last layer is read" not in done.stderr  # no fallback to --depth all
+    assert done.stderr.count("headtune: --depth auto: layer") == 1  # the main process chooses, and says so once
+    # the every-layer pass's 5 train shards, the chosen layer's 5 handed on, the cut model's 2 test shards
+    assert_same_run(single_auto, out, cache, shards=5 + 5 + 2)
+    many = json.loads((out / "metrics.json").read_text())
+    assert many["depth"]["mode"] == "auto" and many["config"]["model"]["depth"] == many["depth"]["chosen"]
+    # the cut model's test shards: one per process (shard i is process i % 2's); its train shards were handed on
+    parts = dict(re.findall(r"headtune: process (\d) of 2: computed (.*)", done.stderr))
+    assert parts == {"0": "train 0 of 3 shards, test 1 of 1 shards; loaded the model",
+                     "1": "train 0 of 2 shards, test 1 of 1 shards; loaded the model"}, done.stderr
 
 
 def test_accelerate_launch_two_processes_give_what_one_gives(tmp_path, tiny_models, data_dir, single):

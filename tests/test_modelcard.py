@@ -42,6 +42,7 @@ def test_body_says_how_it_was_trained_and_how_to_load_it(card):
     assert f"learning rate {metrics['lr']['chosen']:g}, chosen on the out-of-fold scores" in text
     assert f"(kept: epoch {metrics['kept_epoch']}, by the best out-of-fold accuracy)" in text
     assert "5-fold cross-validation of the training texts" in text
+    assert metrics["centred"] is True and "trained on features centred on the training mean" in text
     assert f"| after training | **{metrics['after']['accuracy']:.4f}** |" in text
     assert 'pipeline("text-classification", model="path/to/model", top_k=None)' in text
     assert "trust_remote_code" not in text.split("## Usage")[1]  # an ordinary checkpoint
@@ -69,6 +70,7 @@ def test_hub_names_appear_in_the_front_matter():
     assert results["metrics"][1]["name"] == "test F1 (yes: good)\nreally"
     assert "trust_remote_code=True" in text.split("## Usage")[1]
     assert "(kept: epoch 3, the last epoch)" in text  # no validation split: nothing chose the epoch
+    assert "centred" not in text  # metrics without "centred": a head trained on the raw features
 
     multi = dict(metrics, task="multi_label_classification", data=dict(metrics["data"], validation=2),
                  lr={"mode": "fixed", "chosen": 0.03, "chosen_by": "f1", "sweep": []})

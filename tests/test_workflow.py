@@ -198,6 +198,15 @@ def test_unregistered_architecture_falls_back_and_still_yields_a_checkpoint(tiny
         train(tmp_path, sentiment_dir, tiny_convbert, pooling="mean", output_dir=str(tmp_path / "mean"))
 
 
+def test_no_centre_trains_on_the_raw_features_from_the_same_untrained_head(tiny_models, sentiment_dir, tmp_path):
+    runs = {centre: train(tmp_path, sentiment_dir, tiny_models["bert"], centre=centre, lr=0.03,
+                          output_dir=str(tmp_path / f"out-{centre}")) for centre in (True, False)}
+    assert runs[True]["centred"] is True and runs[False]["centred"] is False
+    assert runs[True]["before"] == runs[False]["before"]  # the untrained head computes the same either way
+    a, b = (load_file(tmp_path / f"out-{centre}" / "model" / "model.safetensors") for centre in (True, False))
+    assert a.keys() == b.keys() and not torch.allclose(a["classifier.bias"], b["classifier.bias"], atol=1e-3)
+
+
 def test_the_fallback_saves_the_kept_epoch_calibrated(tiny_convbert, sentiment_dir, tmp_path):
     """The slow path's head modules live inside the model: the kept epoch and the folded temperature must
     reach that model, which scores the splits and is saved."""
@@ -205,6 +214,7 @@ def test_the_fallback_saves_the_kept_epoch_calibrated(tiny_convbert, sentiment_d
     metrics = train(tmp_path, sentiment_dir, tiny_convbert, calibrate=False, output_dir=str(tmp_path / "raw"),
                     **settings)
     assert metrics["kept_epoch"] < 6  # an earlier epoch was the best: the case this test is about
+    assert metrics["centred"] is False  # no cached features to centre: the whole model runs every step
     kept = metrics["history"][metrics["kept_epoch"]]["test"]
     assert (metrics["after"]["accuracy"], metrics["after"]["loss"]) == (kept["accuracy"], pytest.approx(kept["loss"]))
     evaluated = headtune.evaluate(model=str(tmp_path / "raw" / "model"), dataset=str(sentiment_dir), size=24,

@@ -177,4 +177,4 @@ def train_on_folds(head: torch.nn.Module, train: Labelled, folds: np.ndarray, te
                        keep_epoch=cv.kept_epoch, last_epoch=cv.epochs_run)
     history = [{**record, "validation": cv.scores[record["epoch"]]} for record in final.history]
     return TrainResult(final.head, cv.lrs, cv.chosen, cv.kept_epoch, cv.stopped_after, history, cv.sweep,
-                       out_of_fold=cv.logits, folds=cv.folds)
+                       out_of_fold=cv.logits, folds=cv.folds, centred=final.centred)

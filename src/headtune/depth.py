@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -24,10 +25,14 @@ from .data import Splits
 from .errors import flag
 from .cache import FeatureCache
 from .checkpoint import body_cache, body_of, save_body
-from .features import SHARD_TENSORS, cached_features, extract_features, feature_cache, features_identity
+from .features import (SHARD_TENSORS, cached_features, extract_features, feature_cache, features_identity, fill_cache,
+                       missing_shards)
 from .modeling import ModelSource, max_positions
 from .sampling import assign_folds
 from .training import one_thread
+
+if TYPE_CHECKING:
+    from .preparation import Filled
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +86,11 @@ def choose(scores: list[float]) -> int:
     return max(d for d, s in enumerate(scores, start=1) if s == best)
 
 
-def applicable(cfg: RunConfig, registered: bool, several: bool, model_type: str) -> RunConfig:
+def applicable(cfg: RunConfig, registered: bool, model_type: str) -> RunConfig:
     """The config, with --depth all where auto cannot apply (said in one line)."""
     why = (f"model type '{model_type}' has no headtune entry" if not registered else
            f"{flag('no_cache')} leaves no cache to hand the chosen layer's features on through" if cfg.features.no_cache
-           else "it chooses from the whole training pass, in one process" if several else None)
+           else None)
     if why is None:
         return cfg
     log.info("--depth auto: %s, so the last layer is read (--depth all)", why)
@@ -101,6 +106,40 @@ class Choice:
     report: dict | None  # metrics.json's "depth": each layer's score and the choice
     train_pass: dict | None  # the every-layer pass's statistics, when it computed shards (the train split's pass)
     model_loaded: bool
+
+
+def at_depth(cfg: RunConfig, source: ModelSource, depth: int) -> tuple[RunConfig, ModelSource]:
+    """The run that reads layer `depth`: its config (--depth N) and its model (the one cut to N layers)."""
+    chosen = replace(cfg, model=replace(cfg.model, depth=depth))
+    return chosen, ModelSource(chosen.model, source.digest)
+
+
+def fill_layers(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
+                device: torch.device, dtype: torch.dtype | None, shards: Callable[[int], bool], store_body: bool
+                ) -> Filled:
+    """One process's part of the every-layer pass, when several share it: compute the shards `shards` selects
+    that the cache lacks, and with `store_body` (the cache lacks it) the whole model's body. The model is loaded
+    only for that. Afterwards, with every part done, `resolve` finds the whole pass in the cache."""
+    from .preparation import Filled, _load_model, uncacheable
+
+    plan = HeadPlan(family, reading, cfg.model.train_pretrained_head)
+    point, texts = f"{plan.point}@layers", list(splits.train.texts)
+    lookup = dict(max_length=cfg.model.max_length, cfg=cfg.features, dtype=dtype,
+                  identity=features_identity(source.identity(), cfg.model.truncation_side))
+    missing = missing_shards(point, texts, device=device, shards=shards, **lookup)
+    tokenizer = reader = None
+    if missing or store_body:
+        tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
+        if lacking:
+            raise uncacheable(cfg, lacking)
+        model = loaded.model
+        if store_body:
+            save_body(body_cache(cfg.features, source.identity()),
+                      body_of(model, family, tokenizer, max_positions(model, tokenizer)))
+        frozen = plan.frozen(model.config, model.state_dict())
+        reader = functools.partial(layer_features, model, plan, None if frozen is None else frozen.to(device))
+    stats = fill_cache(reader, device, point, tokenizer, texts, split="train (every layer)", shards=shards, **lookup)
+    return Filled({"train": stats}, reader is not None)
 
 
 def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,
@@ -138,8 +177,7 @@ def resolve(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family,
         assign_folds(splits.train.labels, FOLDS, cfg.data.sample_seed, splits.multi_label)
     scores = score_depths(features, splits.train.labels, folds, splits.multi_label)
     depth = choose(scores)
-    chosen = replace(cfg, model=replace(cfg.model, depth=depth))
-    cut = ModelSource(chosen.model, source.digest)
+    chosen, cut = at_depth(cfg, source, depth)
     resolved = cfg.features.for_device(device.type)
     settings = dict(max_length=cfg.model.max_length, cfg=resolved, dtype=dtype)
     _hand_on(feature_cache(point, texts, identity=ident, **settings),

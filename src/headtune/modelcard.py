@@ -87,7 +87,9 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         f"- Epochs: {config['train']['epochs']} (kept: epoch {metrics['kept_epoch']}, {kept_by}), "
         f"batch size {config['train']['batch_size']}, AdamW, learning rate {lr_text}, "
         f"{config['train']['lr_schedule']} schedule, class weights {config['train']['class_weight']}, "
-        f"seed {config['train']['seed']}.",
+        f"seed {config['train']['seed']}"
+        + ("; trained on features centred on the training mean, folded into the first layer's bias." if
+           metrics.get("centred") else "."),
     ]
     if calibration.get("temperature"):
         lines.append(f"- Calibration: temperature {calibration['temperature']:.3f} fitted on the {held} scores and "

@@ -91,6 +91,12 @@ def _lacking(cfg: RunConfig, lacking: list[str]) -> str:
     return f"'{cfg.model.model}' lacks backbone weights ({names})"
 
 
+def uncacheable(cfg: RunConfig, lacking: list[str]) -> HeadtuneError:
+    """Why several processes cannot share the features of a model whose backbone is partly random."""
+    return HeadtuneError(f"{_lacking(cfg, lacking)}, initialised at random from --seed, so its features are never "
+                         f"cached, and several processes share features through the cache: run it in one process")
+
+
 def _reader(loaded: LoadedModel, plan: HeadPlan, device: torch.device):
     model = loaded.model
     frozen = _on(plan.frozen(model.config, model.state_dict()), device)
@@ -113,9 +119,7 @@ def fill_cache_part(cfg: RunConfig, splits: Splits, source: ModelSource, body: B
     if any(missing.values()) or (store_body and body is None):
         tokenizer, loaded, lacking = _load_model(cfg, splits, source, family, reading, device)
         if lacking:
-            raise HeadtuneError(f"{_lacking(cfg, lacking)}, initialised at random from --seed, so its features are "
-                                f"never cached, and several processes share features through the cache: run it in "
-                                f"one process")
+            raise uncacheable(cfg, lacking)
         if store_body and body is None:
             save_body(body_cache(cfg.features, source.identity()),
                       body_of(loaded.model, family, tokenizer, max_positions(loaded.model, tokenizer)))

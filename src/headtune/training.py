@@ -209,6 +209,7 @@ class TrainResult:
     sweep: list[dict] = field(default_factory=list)  # per rate: validation accuracy per epoch, best epoch
     out_of_fold: torch.Tensor | None = None  # cross-validation: the logits the choices were made on (crossval.py)
     folds: int | None = None
+    centred: bool = False  # trained on centred features, the mean folded into the kept head (centring.py)
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -262,7 +263,7 @@ def train_head(head: nn.Module, train: Labelled, validation: Labelled | None, te
         result = _train(head, train, validation, test, task, cfg, lrs, stackable, on_epoch, device, keep_epoch,
                         last_epoch or cfg.epochs)
     if mean is not None:  # the kept head reads the raw features again
-        result.head = shifted(result.head, -mean)
+        result.head, result.centred = shifted(result.head, -mean), True
     return result
 
 

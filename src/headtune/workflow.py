@@ -103,7 +103,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
                     pooling_name)
         pooling_name = "native"
     if cfg.model.depth == "auto":  # where it cannot apply, every layer, as before it existed
-        cfg = depth.applicable(cfg, family is not None, processes.several, source.model_type)
+        cfg = depth.applicable(cfg, family is not None, source.model_type)
     elif cfg.model.depth != "all":
         check_depth(cfg.model.depth, config, family is not None, source.model_type)
     if family is None and processes.several:
@@ -143,7 +143,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
             log.warning("--train-pretrained-head has nothing to train: the %s reading of %s goes through no "
                         "pretrained head parts", pooling_name, family.name)
         if cfg.model.depth == "auto":  # from here on, a --depth N run: another model, its own body in the cache
-            choice = depth.resolve(cfg, splits, source, family, reading, device, dtype, body is not None)
+            choice = _choose_depth(cfg, splits, source, family, reading, device, dtype, body is not None, processes)
             cfg, source = choice.cfg, choice.source
             body = load_body(body_cache(cfg.features, source.identity()))
         if processes.several:
@@ -204,6 +204,26 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
     metrics["timings_s"]["total_with_save"] = round(time.perf_counter() - clock["start"], 3)
     _summary(metrics, out, cfg.model)
     return metrics
+
+
+def _choose_depth(cfg: RunConfig, splits: Splits, source: ModelSource, family, reading, device, dtype,
+                  body_cached: bool, processes: distributed.Processes) -> depth.Choice:
+    """--depth auto's choice. With several processes, each computes its share of the every-layer pass; the main
+    one then chooses from the whole pass (and hands the chosen layer's features on), and the others take its
+    choice: they wait for it, so they find those features in the cache."""
+    if not processes.several:
+        return depth.resolve(cfg, splits, source, family, reading, device, dtype, body_cached)
+    part = depth.fill_layers(cfg, splits, source, family, reading, device, dtype, processes.owns,
+                             store_body=processes.main and not body_cached)
+    parts = processes.gather(part)  # waits for all: the whole every-layer pass and the body are in the cache now
+    choice = depth.resolve(cfg, splits, source, family, reading, device, dtype, True) if processes.main else None
+    chosen, report = processes.gather(None if choice is None else (choice.cfg.model.depth, choice.report))[0]
+    if choice is None:
+        choice = depth.Choice(*depth.at_depth(cfg, source, chosen), report, None, False)
+    whole = Filled.combine(parts)
+    stats = whole.passes["train"]
+    return replace(choice, train_pass=vars(stats) if stats.computed_shards else None,
+                   model_loaded=choice.model_loaded or whole.model_loaded)
 
 
 def _validated(splits: Splits) -> bool:
@@ -340,6 +360,7 @@ def _metrics(cfg: RunConfig, splits: Splits, prep: Prepared, result: TrainResult
         "history": result.history,
         "kept_epoch": result.kept_epoch,
         "keep": cfg.train.keep,
+        "centred": result.centred,
         "stopped_after": result.stopped_after,
         "lr": {"mode": "auto" if len(result.lrs) > 1 else "fixed", "chosen": result.lrs[result.chosen],
                "chosen_by": selection_metric(task),  # the sweep's "validation_accuracy" holds this metric
