@@ -12,6 +12,9 @@ and the epoch (as training.py does on a validation split: accuracy, or micro F1 
 then the loss). They are also what calibration and the multi-label threshold are fitted on
 (workflow._finish), since they are predictions on rows the predicting head never trained on.
 
+With --centre, each fold's copies read the features centred on the mean of their own training rows (the
+other folds'), as a head trained alone on those rows would (centring.py).
+
 The final head is trained by `training.train_head` on every row at the chosen rate, with the learning-rate
 schedule of the full --epochs, and its weights at the chosen epoch are kept: the same trajectory the folds
 scored, on 1/K more data.

@@ -15,7 +15,9 @@ pieces here), `train_head` then trains the final head on every row without a val
 the epoch the folds chose (`keep_epoch`).
 
 Inputs are cached backbone features (`CachedInputs`), or, for an architecture headtune has no entry
-for, token batches through the whole frozen model (`FullModelInputs`: one learning rate only).
+for, token batches through the whole frozen model (`FullModelInputs`: one learning rate only). Cached features
+are centred on the training rows' mean while the head trains (--centre; centring.py says why), and the kept head
+is handed back reading the raw ones.
 """
 from __future__ import annotations
 
@@ -117,16 +119,19 @@ class Inputs(Protocol):
 
 
 class CachedInputs:
-    """The head's logits from cached backbone features."""
+    """The head's logits from cached backbone features, minus `centre` when given (centring.py): subtracted per
+    batch, so a centred view of a split costs no copy of its features."""
 
-    def __init__(self, features: torch.Tensor, device: torch.device):
+    def __init__(self, features: torch.Tensor, device: torch.device, centre: torch.Tensor | None = None):
         self.features = features.to(device)
+        self.centre = None if centre is None else centre.to(device)
 
     def __len__(self) -> int:
         return len(self.features)
 
     def logits(self, head: nn.Module, index: torch.Tensor) -> torch.Tensor:
-        return head(self.features[index.to(self.features.device)])
+        rows = self.features[index.to(self.features.device)]
+        return head(rows if self.centre is None else rows - self.centre)
 
 
 class FullModelInputs:
@@ -268,9 +273,9 @@ def train_head(head: nn.Module, train: Labelled, validation: Labelled | None, te
 
 
 def centred(split: Labelled, mean: torch.Tensor) -> Labelled:
-    """The split's cached features minus `mean` (a new tensor: the cached one may be shared)."""
+    """The split as the head reads it while it trains: its cached features minus `mean`."""
     features = split.inputs.features
-    return Labelled(CachedInputs(features - mean.to(features.device), features.device), split.labels)
+    return Labelled(CachedInputs(features, features.device, centre=mean), split.labels)
 
 
 SMALL_STEP_FLOPS = 5e7  # below this per step, one CPU thread: see threads_for
