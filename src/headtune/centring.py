@@ -32,8 +32,9 @@ def can_centre(head: nn.Module) -> bool:
 
 
 def training_mean(features: torch.Tensor) -> torch.Tensor:
-    """The mean of the training rows' features (summed in float64: hundreds of thousands of rows), as float32."""
-    return features.double().mean(dim=0).float()
+    """The mean of the training rows' features (accumulated in float64, without a float64 copy of them: hundreds
+    of thousands of rows), as float32."""
+    return (features.sum(dim=0, dtype=torch.float64) / len(features)).float()
 
 
 def shifted(head: nn.Module, by: torch.Tensor) -> nn.Module:
