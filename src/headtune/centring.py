@@ -41,17 +41,20 @@ def shifted(head: nn.Module, by: torch.Tensor) -> nn.Module:
     """A copy of `head` whose output on x - by is `head`'s output on x (dropout off): the first Linear's bias
     plus W by. `shifted(head, mean)` reads centred features; `shifted(trained, -mean)` reads raw ones again."""
     out = copy.deepcopy(head)
-    layer = first_linear(out)
-    with torch.no_grad():
-        layer.bias.add_((layer.weight.double() @ by.to(layer.weight.device).double()).float())
+    _fold(first_linear(out), by)
     return out
 
 
 def centre_copies(stacked: nn.Module, head: nn.Module, means: torch.Tensor) -> None:
     """In place, on `training.stack(head, K)`: copy k reads features centred on means[k] (K, in) and computes what
     `head` computes on the raw ones (crossval.py: each fold's copies on the mean of the rows they train on)."""
-    name = next(n for n, m in head.named_modules() if m is first_linear(head))
-    layer = stacked.get_submodule(name)  # a StackedLinear: weight (K, out, in), bias (K, out)
+    first = first_linear(head)
+    name = next(n for n, m in head.named_modules() if m is first)
+    _fold(stacked.get_submodule(name), means)  # a StackedLinear: weight (K, out, in), bias (K, out)
+
+
+def _fold(layer: nn.Module, by: torch.Tensor) -> None:
+    """bias += weight @ by, in float64, for a Linear (by: (in,)) or a StackedLinear (by: one row per copy)."""
     with torch.no_grad():
-        layer.bias.add_(torch.einsum("koi,ki->ko", layer.weight.double(), means.to(layer.weight.device).double())
-                        .float())
+        layer.bias.add_(torch.einsum("...oi,...i->...o", layer.weight.double(),
+                                     by.to(layer.weight.device).double()).float())
