@@ -107,6 +107,14 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def run_record(benchmark: str, device: torch.device, started: float | None = None) -> dict:
+    """The header of a result file: which benchmark, the command that reproduces it, when it started (`started`, a
+    time.time(); default now) and on what."""
+    return {"benchmark": benchmark, "command": " ".join(["python", *sys.argv]),
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "environment": environment(device)}
+
+
 def load_average() -> float | None:
     """1-minute load average: on a shared machine, a high value at a system's start explains a slow number."""
     try:

@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,9 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     host = common.host_kind(torch.device("cpu"))
     path = args.out_dir / f"centring_{host}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    common.write_json(path, {"benchmark": "centring", "command": " ".join(["python", *sys.argv]),
-                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "environment": common.environment(torch.device("cpu")), "model": model,
+    common.write_json(path, {**common.run_record("centring", torch.device("cpu")), "model": model,
                              "seeds": args.seeds, "results": results})
     chart(results, args.seeds, path.with_suffix(".png"))
     print(table(results, args.seeds))

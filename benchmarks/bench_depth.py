@@ -19,7 +19,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -83,9 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                        f"{run['timings_s']['total_before_save']:.1f} s")
     host = common.host_kind(torch.device("cpu"))
     path = args.out_dir / f"{args.name}_{host}.json"
-    common.write_json(path, {"benchmark": "depth", "command": " ".join(["python", *sys.argv]),
-                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "environment": common.environment(torch.device("cpu")), "model": model,
+    common.write_json(path, {**common.run_record("depth", torch.device("cpu")), "model": model,
                              "results": results})
     if set(SIDES) <= set(args.sides.split(",")):
         chart(results, args.out_dir / f"{args.name}_{host}.png")

@@ -696,9 +696,7 @@ def main(argv: list[str] | None = None) -> None:
     if cache_dir.exists() and not args.reuse_cache:
         shutil.rmtree(cache_dir)
     started = time.time()
-    result = {"benchmark": "learning", "command": " ".join(["python", *sys.argv]),
-              "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-              "environment": common.environment(torch.device("cpu")), "model": model,
+    result = {**common.run_record("learning", torch.device("cpu"), started), "model": model,
               "settings": {"quick": args.quick, "reuse_cache": args.reuse_cache, "parts": sorted(parts),
                            "head_settings": SETTINGS, "cold_setting": COLD, "poolings": list(POOLINGS),
                            "probe": "sklearn LogisticRegression(max_iter=5000), default C, on headtune's cached "

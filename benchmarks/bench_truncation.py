@@ -112,15 +112,13 @@ def chart(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     common.quiet_libraries()
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    started = time.time()
     results = run(args)
     host = common.host_kind(torch.device("cpu"))
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"truncation_side_{host}.json"
-    common.write_json(path, {"benchmark": "truncation_side", "command": " ".join(["python", *sys.argv]),
-                             "started_utc": started, "quick": args.quick,
-                             "environment": common.environment(torch.device("cpu")), "model": common.minilm_path(),
-                             "results": results})
+    common.write_json(path, {**common.run_record("truncation_side", torch.device("cpu"), started),
+                             "quick": args.quick, "model": common.minilm_path(), "results": results})
     chart(results, path.with_suffix(".png"))
     print(table(results))
     common.log(f"wrote {path} and {path.with_suffix('.png')}")

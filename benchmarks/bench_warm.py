@@ -95,10 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     summary["current_over_baseline"] = round(summary["current"]["mean_wall_s"] / summary["baseline"]["mean_wall_s"], 3)
     host = common.host_kind(torch.device("cpu"))
     path = args.out_dir / f"warm_{host}.json"
-    common.write_json(path, {"benchmark": "warm", "command": " ".join(["python", *sys.argv]),
-                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "baseline": commit, "current": current + " (working tree)",
-                             "environment": common.environment(torch.device("cpu")), "rounds": args.rounds,
+    common.write_json(path, {**common.run_record("warm", torch.device("cpu")),
+                             "baseline": commit, "current": current + " (working tree)", "rounds": args.rounds,
                              "summary": summary, "runs": runs})
     for side in sources:
         s = summary[side]

@@ -87,9 +87,7 @@ def main() -> None:
         common.log(f"{name}: chosen by cv depth {chosen}, test {depths[chosen]['test_accuracy']:.4f} ({seconds:.0f} s)")
     host = common.host_kind(torch.device("cpu"))
     path = common.RESULTS_DIR / f"layers_{host}.json"
-    common.write_json(path, {"benchmark": "layers", "command": " ".join(["python", *sys.argv]),
-                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "environment": common.environment(torch.device("cpu")), "model": model_path,
+    common.write_json(path, {**common.run_record("layers", torch.device("cpu")), "model": model_path,
                              "probe": "LogisticRegression(C=1, max_iter=5000) on raw mean-pooled vectors",
                              "results": results})
     common.log(f"wrote {path}")

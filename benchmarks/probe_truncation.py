@@ -76,9 +76,7 @@ def main() -> None:
         common.log(f"{name}: test accuracy {accuracy} ({seconds:.0f} s)")
     host = common.host_kind(torch.device("cpu"))
     path = common.RESULTS_DIR / f"truncation_{host}.json"
-    common.write_json(path, {"benchmark": "truncation", "command": " ".join(["python", *sys.argv]),
-                             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                             "environment": common.environment(torch.device("cpu")), "model": model_path,
+    common.write_json(path, {**common.run_record("truncation", torch.device("cpu")), "model": model_path,
                              "max_length": MAX_LENGTH, "samples": {"train": len(train), "test": len(test)},
                              "results": results})
     common.log(f"wrote {path}")

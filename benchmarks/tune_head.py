@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -131,9 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     path = args.out_dir / f"head_grid_{host}.json"
     common.write_json(path, {
-        "benchmark": "head_grid", "command": " ".join(["python", *sys.argv]),
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": common.environment(torch.device("cpu")),
+        **common.run_record("head_grid", torch.device("cpu")),
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "samples": {"train": len(splits.train.texts), "validation": len(splits.validation.texts)
                     if splits.validation else 0, "test": len(splits.test.texts)},
