@@ -241,7 +241,8 @@ def stages(wall: float, metrics: dict, log_text: str) -> dict:
     found = SAVED_LINE.findall(log_text)
     with_save = float(found[-1]) if found else None
     out = {"wall": wall, "outside": wall - (with_save or timings["total_before_save"]),
-           "check": timings.get("check"), "data": timings.get("data"), "model": timings.get("model"),
+           "check": timings.get("check"), "data": timings.get("data"), "depth": timings.get("depth"),
+           "model": timings.get("model"),
            "features": timings.get("features"),
            "features_backbone": sum(p.get("seconds", 0.0) for p in passes),
            "features_tokenize": sum(p.get("tokenize_seconds", 0.0) for p in passes),
@@ -411,7 +412,7 @@ def format_table(results: dict[str, Result]) -> str:
     return "\n".join(rows)
 
 
-STAGE_COLUMNS = (("outside", "outside"), ("check", "check"), ("data", "data"), ("model", "model"),
+STAGE_COLUMNS = (("outside", "outside"), ("check", "check"), ("data", "data"), ("depth", "depth"), ("model", "model"),
                  ("features", "features"), ("features_tokenize", "tokenize"),
                  ("train", "train"), ("finish", "finish"), ("save", "save"), ("wall", "wall"))
 
@@ -428,7 +429,8 @@ def format_stages(results: dict[str, Result]) -> str:
         rows.append(f"{r.system:<19}" + "".join("        -" if st.get(k) is None else f"{st[k]:>9.2f}"
                                                 for k, _ in STAGE_COLUMNS))
     rows.append("  outside: interpreter start, imports, exit; check: the model (transformers when not cached); "
-                "tokenize: part of features; save: model/, charts, metrics.json")
+                "depth: --depth auto's choice (cold: the training texts' every-layer pass); tokenize: part of features; "
+                "save: model/, charts, metrics.json")
     return "\n".join(rows)
 
 

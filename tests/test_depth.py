@@ -101,6 +101,9 @@ def test_auto_becomes_the_run_of_the_chosen_depth(tiny_models, sentiment_dir, tm
     explicit = run(tmp_path, sentiment_dir, tiny_models["bert"], "explicit", depth=report["chosen"],
                    cache_dir=str(tmp_path / "other-cache"))
     assert explicit["depth"] is None
+    # the choice is a stage of its own in the timings (a cold run's every-layer pass is in it, not in "model")
+    assert list(auto["timings_s"])[:5] == ["check", "data", "depth", "model", "features"]
+    assert "depth" not in explicit["timings_s"]
     assert same_run(auto, 4) == same_run(explicit, 4)
     a, b = (load_file(tmp_path / out / "model" / "model.safetensors") for out in ("auto", "explicit"))
     # the two passes' features differ by rounding (~1e-6); three epochs of Adam's normalised steps carry that into

@@ -60,13 +60,13 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k, o, i = self.weight.shape
-        if x.dim() == 2:
-            out = torch.einsum("bi,koi->kbo", x, self.weight)
-        elif x.shape[0] == k:
-            out = torch.bmm(x, self.weight.transpose(1, 2))
-        else:  # one matrix product per group, its copies side by side: no copy of the input per copy
-            g = x.shape[0]
-            out = torch.einsum("gbi,groi->grbo", x, self.weight.view(g, k // g, o, i)).reshape(k, x.shape[1], o)
+        if x.dim() == 2:  # one group: every copy reads the same rows
+            x = x[None]
+        g, b = x.shape[:2]
+        # one matrix product per group, its copies' weights side by side (no copy of the input per copy), as
+        # weight @ input^T: the weight's gradient then comes out of the backward pass in the weight's own layout,
+        # where input @ weight^T (or an einsum) made the backward pass write it transposed and copy it again
+        out = torch.bmm(self.weight.view(g, k // g * o, i), x.transpose(1, 2)).view(k, o, b).transpose(1, 2)
         return out if self.bias is None else out + self.bias[:, None, :]
 
 

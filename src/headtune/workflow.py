@@ -146,6 +146,7 @@ def _run(cfg: RunConfig, config_file: str | None, processes: distributed.Process
             choice = _choose_depth(cfg, splits, source, family, reading, device, dtype, body is not None, processes)
             cfg, source = choice.cfg, choice.source
             body = load_body(body_cache(cfg.features, source.identity()))
+            clock["depth"] = time.perf_counter()  # a cold run's every-layer pass over the training texts is here
         if processes.several:
             part = fill_cache_part(cfg, splits, source, body, family, reading, device, dtype, processes.owns,
                                    store_body=processes.main)
@@ -402,7 +403,7 @@ def _short_name(name: str) -> str:
 
 
 def _timings(clock: dict) -> dict:
-    stages = ["start", "check", "data", "model", "features", "train", "finish"]
+    stages = ["start", "check", "data", "depth", "model", "features", "train", "finish"]
     present = [s for s in stages if s in clock]
     out = {b: round(clock[b] - clock[a], 3) for a, b in zip(present, present[1:])}
     out["total_before_save"] = round(clock[present[-1]] - clock["start"], 3)
