@@ -335,7 +335,9 @@ class EncoderFlops:
         return {"layers": self.layers, "hidden": self.hidden, "ffn": self.ffn,
                 "dense_flops_per_token": self.dense_per_token,
                 "formula": "per row of seq tokens: seq * (2*layers*(4*h^2 + 2*h*ffn) + 4*layers*seq*h); "
-                           "headtune's cls pass: last layer first token only (see EncoderFlops.row)"}
+                           "headtune's cls pass: last layer first token only (see EncoderFlops.row); "
+                           "with --depth auto, headtune's training texts through every layer, the rest through "
+                           "the chosen layers"}
 
 
 # --------------------------------------------------------------------------- the random DistilBERT-base

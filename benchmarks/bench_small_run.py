@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -275,6 +275,7 @@ def run_headtune(s: Settings, headtune_splits: Splits, work: Path, warm: bool) -
                    "backbone_pass": passes, "timings_s": metrics["timings_s"],
                    "backbone_seconds": sum(p["seconds"] for p in passes.values()),
                    "pooling": metrics["pooling"], "lr": metrics["lr"]["chosen"], "kept_epoch": metrics["kept_epoch"],
+                   "layers_read": metrics["config"]["model"]["depth"], "depth_auto": metrics.get("depth") is not None,
                    "data": metrics["data"], "same_texts": same_texts(cache_dir, headtune_splits),
                    "history": metrics["history"], "model_loaded": metrics["environment"]["model_loaded"],
                    "autocast": metrics["environment"]["autocast"], "log_tail": log_text.strip().splitlines()[-12:]})
@@ -376,6 +377,17 @@ def check_targets(results: dict[str, Result], device_type: str) -> list[dict]:
     ]
 
 
+def headtune_flops(flops: common.EncoderFlops, split: str, details: dict, trimmed: bool
+                   ) -> tuple[common.EncoderFlops, bool]:
+    """The FLOP model of headtune's pass over `split`, and whether its last layer is trimmed: with --depth auto the
+    training texts went through every layer (in full: every layer's output is read), the other splits through the
+    model cut to the chosen layer; --depth N runs N layers."""
+    if details.get("depth_auto") and split == "train":
+        return flops, False
+    layers = details.get("layers_read")
+    return (replace(flops, layers=layers) if isinstance(layers, int) else flops), trimmed
+
+
 def throughput(results: dict[str, Result], plans: dict[str, common.SplitPlan] | None,
                flops: common.EncoderFlops | None, trimmed: bool) -> dict:
     """Achieved backbone GFLOP/s of the floor (full forward) and of headtune cold's pass (its own FLOPs: the cls
@@ -387,9 +399,12 @@ def throughput(results: dict[str, Result], plans: dict[str, common.SplitPlan] | 
                if "headtune-cold" in results else None}
     out = {"model": flops.describe(), "headtune_trimmed": trimmed}
     for system, secs in seconds.items():
-        cut = trimmed and system == "headtune-cold"
-        work = {"real": sum(flops.real(p.lengths, cut) for p in plans.values()),
-                "padded": sum(flops.padded(p, cut) for p in plans.values())}
+        work = {"real": 0.0, "padded": 0.0}
+        for split, plan in plans.items():
+            f, cut = headtune_flops(flops, split, results["headtune-cold"].details, trimmed) \
+                if system == "headtune-cold" else (flops, False)
+            work["real"] += f.real(plan.lengths, cut)
+            work["padded"] += f.padded(plan, cut)
         if secs:
             out[system] = {"backbone_seconds": round(secs, 3), "gflop": {k: round(v / 1e9, 1) for k, v in work.items()},
                            "gflops_padded": round(work["padded"] / secs / 1e9, 2),
