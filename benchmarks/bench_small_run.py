@@ -399,16 +399,17 @@ def throughput(results: dict[str, Result], plans: dict[str, common.SplitPlan] | 
                if "headtune-cold" in results else None}
     out = {"model": flops.describe(), "headtune_trimmed": trimmed}
     for system, secs in seconds.items():
+        if not secs:  # not run (yet: the JSON is written after every system)
+            continue
         work = {"real": 0.0, "padded": 0.0}
         for split, plan in plans.items():
             f, cut = headtune_flops(flops, split, results["headtune-cold"].details, trimmed) \
                 if system == "headtune-cold" else (flops, False)
             work["real"] += f.real(plan.lengths, cut)
             work["padded"] += f.padded(plan, cut)
-        if secs:
-            out[system] = {"backbone_seconds": round(secs, 3), "gflop": {k: round(v / 1e9, 1) for k, v in work.items()},
-                           "gflops_padded": round(work["padded"] / secs / 1e9, 2),
-                           "gflops_real": round(work["real"] / secs / 1e9, 2)}
+        out[system] = {"backbone_seconds": round(secs, 3), "gflop": {k: round(v / 1e9, 1) for k, v in work.items()},
+                       "gflops_padded": round(work["padded"] / secs / 1e9, 2),
+                       "gflops_real": round(work["real"] / secs / 1e9, 2)}
     return out
 
 
