@@ -13,8 +13,8 @@ from conftest import Backbone
 from headtune.architectures.parts import Chain, linear_head, normal_init
 from headtune.config import TrainConfig
 from headtune.features import tokenize
-from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, Task, better, copy_losses,
-                               balanced_weights, logits_of, lr_factor, member_state, stack, train_head)
+from headtune.training import (LR_GRID, CachedInputs, FullModelInputs, Labelled, StackedLinear, Task, better,
+                               copy_losses, balanced_weights, logits_of, lr_factor, member_state, stack, train_head)
 
 CPU = torch.device("cpu")
 
@@ -199,6 +199,39 @@ def test_stack_and_member_state_round_trip():
     copy2.load_state_dict(member_state(stacked.state_dict(), 2))
     assert torch.allclose(stacked(x)[2], copy2(x), atol=1e-6)
     assert not torch.allclose(stacked(x)[1], copy2(x))
+
+
+@pytest.mark.parametrize("rows", [(6, 16), (4, 6, 16), (2, 6, 16)])  # shared, one group per copy, per 2 copies
+def test_stacked_linear_gradients_are_autograds_in_memory_the_layer_keeps(rows):
+    """StackedLinear's hand-written backward (training._GroupProduct) gives autograd's gradients for the weight, bias
+    and input, for every input form; the weight's gradient lands in the same memory step after step (no new 83 MB
+    per step for a wide head), and a gradient not cleared is added to, as autograd does."""
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 3)
+    layer = StackedLinear(linear, 4)
+    with torch.no_grad():
+        layer.weight.add_(torch.randn_like(layer.weight))
+    x = torch.randn(*rows, requires_grad=True)
+    weight, bias = (t.detach().clone().requires_grad_() for t in (layer.weight, layer.bias))
+    grouped = x if x.dim() == 3 else x[None]
+    g = grouped.shape[0]
+    expected = torch.einsum("gbi,groi->grbo", grouped, weight.view(g, 4 // g, 3, 16)).reshape(4, rows[-2], 3) \
+        + bias[:, None, :]
+    target = torch.randn(4, rows[-2], 3)
+    (expected * target).sum().backward()
+    expected_x_grad, x.grad = x.grad, None
+
+    (layer(x) * target).sum().backward()
+    assert torch.allclose(layer.weight.grad, weight.grad, atol=1e-5)
+    assert torch.allclose(layer.bias.grad, bias.grad, atol=1e-5)
+    assert torch.allclose(x.grad, expected_x_grad, atol=1e-5)
+    kept = layer.weight.grad  # held here, so new memory could not sit at the same address
+    layer.weight.grad = None  # what the optimizer's zero_grad does
+    (layer(x) * target).sum().backward()
+    assert layer.weight.grad.data_ptr() == kept.data_ptr()
+    assert torch.allclose(layer.weight.grad, weight.grad, atol=1e-5)
+    (layer(x) * target).sum().backward()  # not cleared: accumulated
+    assert torch.allclose(layer.weight.grad, 2 * weight.grad, atol=1e-5)
 
 
 def test_several_rates_need_a_validation_split(data):

@@ -57,17 +57,49 @@ class StackedLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(linear.weight.detach().expand(k, *linear.weight.shape).clone())
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().expand(k, -1).clone())
+        self.grad_memory: torch.Tensor | None = None  # _GroupProduct writes the weight's gradient here, step after step
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k, o, i = self.weight.shape
         if x.dim() == 2:  # one group: every copy reads the same rows
             x = x[None]
-        g, b = x.shape[:2]
-        # one matrix product per group, its copies' weights side by side (no copy of the input per copy), as
-        # weight @ input^T: the weight's gradient then comes out of the backward pass in the weight's own layout,
-        # where input @ weight^T (or an einsum) made the backward pass write it transposed and copy it again
-        out = torch.bmm(self.weight.view(g, k // g * o, i), x.transpose(1, 2)).view(k, o, b).transpose(1, 2)
+        out = _GroupProduct.apply(x, self.weight, self)
         return out if self.bias is None else out + self.bias[:, None, :]
+
+
+class _GroupProduct(torch.autograd.Function):
+    """(K, B, out): each group's copies' weights, side by side, times its rows x (G, B, in), as one batched
+    weight @ x^T (no copy of the input per copy). Written out because of what a wide head costs on a CPU: 35 copies
+    of DistilBERT's 768 x 768 make an 83 MB weight gradient each step, and autograd hands every step's gradient over
+    in new memory, whose first touch cost more than the product itself. Here the backward pass writes it into
+    memory the layer keeps (`grad_memory`), given as the weight's .grad (the optimizer's zero_grad only lets go of
+    it), or adds it to a .grad that is already there, as autograd would."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, layer: StackedLinear) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.layer = layer
+        k, o, i = weight.shape
+        g, b = x.shape[:2]
+        return torch.bmm(weight.view(g, k // g * o, i), x.transpose(1, 2)).view(k, o, b).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        k, o, i = weight.shape
+        g, b = x.shape[:2]
+        grad_t = grad_out.transpose(1, 2).reshape(g, k // g * o, b)  # (G, copies x out, B)
+        grad_x = torch.bmm(grad_t.transpose(1, 2), weight.view(g, -1, i)) if ctx.needs_input_grad[0] else None
+        if ctx.needs_input_grad[1]:
+            layer = ctx.layer
+            if layer.weight.grad is not None:  # a gradient not yet cleared: add to it, in place
+                layer.weight.grad.view(g, -1, i).baddbmm_(grad_t, x)
+            else:
+                if layer.grad_memory is None or layer.grad_memory.shape != weight.shape \
+                        or layer.grad_memory.device != weight.device:
+                    layer.grad_memory = torch.empty_like(weight)
+                torch.bmm(grad_t, x, out=layer.grad_memory.view(g, -1, i))
+                layer.weight.grad = layer.grad_memory
+        return grad_x, None, None
 
 
 class StackedLayerNorm(nn.Module):
