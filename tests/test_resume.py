@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import headtune.features
 import headtune.report
-from headtune import cli
+from headtune import cli, distributed
 
 from conftest import sentiment_frame
 
@@ -168,6 +168,25 @@ def test_ctrl_c_with_no_cache_says_nothing_is_kept(tmp_path, tiny_models, data_d
     assert code == 130 and len(err.splitlines()) == 1
     assert "--no-cache" in err and "start again" in err
     assert not out.exists() and not (tmp_path / "cache").exists()
+
+
+def test_sigterm_inside_an_extensions_import_is_an_interruption(tmp_path, tiny_models, data_dir, capsys, monkeypatch):
+    # pybind11 modules re-raise anything raised while they initialise (our SIGTERM handler's exception too) as
+    # `ImportError: initialization failed`; seen in CI when torchrun stopped a process still importing torch's parts
+    def import_meets_sigterm(*args, **kwargs):
+        try:
+            raise cli.Terminated()
+        except cli.Terminated as stop:
+            raise ImportError("initialization failed") from stop
+
+    for name in distributed.WORLD_SIZE_VARIABLES + distributed.RANK_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(headtune.features, "run_backbone", import_meets_sigterm)
+    out = tmp_path / "out"
+    code = cli.main(train_argv(tiny_models["distilbert"], data_dir, out, tmp_path / "cache", "-q"))
+    err = capsys.readouterr().err
+    assert code == 143 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"headtune: interrupted; nothing was written to {out}") and "internal error" not in err
 
 
 def test_ctrl_c_while_saving_keeps_the_previous_artifacts(tmp_path, tiny_models, data_dir, capsys, monkeypatch):

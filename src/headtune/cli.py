@@ -300,12 +300,29 @@ def _main(argv: list[str] | None) -> int:
         print(f"headtune: {interrupted_message(command, cfg, isinstance(stop, Terminated))}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     except Exception as err:  # a bug in headtune, not in the user's input
+        stop = _interruption_behind(err)
+        if stop is not None:  # Ctrl-C or SIGTERM inside a C extension's import, which re-raises it as ImportError
+            print(f"headtune: {interrupted_message(command, cfg, isinstance(stop, Terminated))}", file=sys.stderr)
+            return 143 if isinstance(stop, Terminated) else 130
         if debug_requested(argv):
             raise
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"headtune: internal error: {type(err).__name__}: {reason} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _interruption_behind(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM an exception stands for, if any: pybind11 modules (torch's among them) turn any exception
+    raised while they initialise, a signal's included, into `ImportError: initialization failed`, with the signal's
+    exception as its cause."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _print_json(value) -> None:
