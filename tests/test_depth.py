@@ -46,6 +46,44 @@ def test_the_score_is_out_of_fold():
     assert max(score_depths(noise, labels, FOLDS, multi_label=False)) < 0.65
 
 
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_the_score_is_scikit_learns_out_of_fold_ridge(multi_label):
+    # folds of unequal sizes, rows of a fold scattered: each depth's score is the best over the penalties of
+    # scikit-learn's Ridge (standardised features and a column of ones, penalised alike) fitted without each fold
+    from sklearn.linear_model import Ridge
+
+    from headtune.depth import PENALTIES
+
+    rng = np.random.default_rng(5)
+    n, k = 150, 3
+    folds = rng.permutation(np.arange(n) % 4)[:n - 7]
+    n = len(folds)
+    labels = rng.integers(0, 2, (n, k)).astype(np.float32) if multi_label else rng.integers(0, k, n)
+    targets = labels.astype(np.float64) if multi_label else np.eye(k)[labels]
+    features = torch.as_tensor(rng.normal(size=(n, 2, 12)) * rng.uniform(0.1, 9, 12) + rng.normal(size=12) * 4,
+                               dtype=torch.float32)
+    expected = []
+    for d in range(2):
+        x = features[:, d].double().numpy()
+        x = np.hstack([(x - x.mean(0)) / x.std(0, ddof=1), np.ones((n, 1))])
+        best = 0.0
+        for penalty in PENALTIES:
+            out = np.empty_like(targets)
+            for fold in range(4):
+                held = folds == fold
+                ridge = Ridge(alpha=penalty * (n - held.sum()), fit_intercept=False, solver="cholesky")
+                out[held] = ridge.fit(x[~held], targets[~held]).predict(x[held])
+            if multi_label:
+                hits = ((out >= 0.5) & (targets > 0.5)).sum()
+                score = 2 * hits / ((out >= 0.5).sum() + (targets > 0.5).sum())
+            else:
+                score = (out.argmax(1) == labels).mean()
+            best = max(best, float(score))
+        expected.append(best)
+    assert score_depths(features, labels, folds, multi_label) == pytest.approx(expected, abs=1e-12)
+    assert 0.2 < min(expected) < 0.9  # neither degenerate nor perfect: the comparison means something
+
+
 def test_a_tie_goes_to_the_deeper_layer():
     assert choose([0.5, 0.8, 0.8, 0.7]) == 3
     assert choose([0.9]) == 1
