@@ -218,3 +218,19 @@ def test_predict_ctrl_c(tmp_path, capsys, monkeypatch):
     code = cli.main(["predict", "--model", str(tmp_path), "hello"])
     err = capsys.readouterr().err
     assert code == 130 and err == "headtune: interrupted; nothing was written\n"
+
+
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+def test_a_signal_during_the_interruption_line_still_ends_with_its_code(monkeypatch, capsys, stop, code):
+    # main() catches the first signal; a second one while it writes its line escapes main: no traceback, same code
+    def interrupted_twice(argv=None):
+        raise stop()
+
+    ended = []
+    monkeypatch.setattr(cli, "main", interrupted_twice)
+    monkeypatch.setattr(cli.os, "_exit", ended.append)
+    try:
+        cli.console()
+    except KeyboardInterrupt:  # caught here: escaping, it would stop pytest itself
+        pytest.fail("the signal escaped console() as a traceback")
+    assert ended == [code] and capsys.readouterr().err == ""

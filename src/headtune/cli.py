@@ -226,7 +226,10 @@ def console() -> None:
     By the time main returns, everything the command writes is closed (and fsynced where it matters). An ordinary
     exit would then tear down the interpreter and torch's C++ registrations, about 0.4 s on a 2-core CPU (a tenth
     of a warm train run) spent freeing memory that the operating system takes back whole anyway."""
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt as stop:  # a second Ctrl-C or SIGTERM while the first one's line was being written
+        code = 143 if isinstance(stop, Terminated) else 130
     for stream in (sys.stdout, sys.stderr):  # None under pythonw
         with contextlib.suppress(AttributeError, OSError, ValueError):  # a reader gone (`| head`), a stream closed
             stream.flush()
