@@ -229,7 +229,7 @@ def console() -> None:
     try:
         code = main()
     except KeyboardInterrupt as stop:  # a second Ctrl-C or SIGTERM while the first one's line was being written
-        code = 143 if isinstance(stop, Terminated) else 130
+        code = _stop_code(stop)
     for stream in (sys.stdout, sys.stderr):  # None under pythonw
         with contextlib.suppress(AttributeError, OSError, ValueError):  # a reader gone (`| head`), a stream closed
             stream.flush()
@@ -300,19 +300,28 @@ def _main(argv: list[str] | None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
         return 0
     except KeyboardInterrupt as stop:
-        print(f"headtune: {interrupted_message(command, cfg, isinstance(stop, Terminated))}", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        return _interrupted(command, cfg, stop)
     except Exception as err:  # a bug in headtune, not in the user's input
         stop = _interruption_behind(err)
         if stop is not None:  # Ctrl-C or SIGTERM inside a C extension's import, which re-raises it as ImportError
-            print(f"headtune: {interrupted_message(command, cfg, isinstance(stop, Terminated))}", file=sys.stderr)
-            return 143 if isinstance(stop, Terminated) else 130
+            return _interrupted(command, cfg, stop)
         if debug_requested(argv):
             raise
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(f"headtune: internal error: {type(err).__name__}: {reason} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _interrupted(command: str | None, cfg: RunConfig | None, stop: KeyboardInterrupt) -> int:
+    """Say what the interruption left behind, in one line; the exit code."""
+    print(f"headtune: {interrupted_message(command, cfg, isinstance(stop, Terminated))}", file=sys.stderr)
+    return _stop_code(stop)
+
+
+def _stop_code(stop: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C (SIGINT), 143 for SIGTERM, as shells report them."""
+    return 143 if isinstance(stop, Terminated) else 130
 
 
 def _interruption_behind(err: BaseException) -> KeyboardInterrupt | None:

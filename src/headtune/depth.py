@@ -52,8 +52,9 @@ def score_depths(features: torch.Tensor, labels: np.ndarray, folds: np.ndarray, 
     # rows grouped by fold (a score does not depend on the rows' order): each fold is then one slice, not a mask
     order = torch.as_tensor(np.argsort(folds, kind="stable"))
     sizes = np.unique(folds, return_counts=True)[1].tolist()
-    y, grouped = torch.as_tensor(targets)[order], features[order]
-    return [_ridge_score(grouped[:, d].double(), y, sizes, multi_label) for d in range(features.shape[1])]
+    y = torch.as_tensor(targets)[order]
+    # one depth's rows at a time: a copy of every depth at once would cost the whole pass's memory again
+    return [_ridge_score(features[order, d].double(), y, sizes, multi_label) for d in range(features.shape[1])]
 
 
 def _ridge_score(x: torch.Tensor, y: torch.Tensor, sizes: list[int], multi_label: bool) -> float:
