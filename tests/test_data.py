@@ -135,6 +135,34 @@ def test_reads_aclimdb_style_text_folders(tmp_path):
         assert text.startswith(splits.label_names[label])
 
 
+def test_a_text_folders_bad_text_is_named_by_its_file(tmp_path):
+    root = tmp_path / "aclImdb"
+    for split in ("train", "test"):
+        for label in ("neg", "pos"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(2):
+                (root / split / label / f"{i}_7.txt").write_text(f"{label} review {i}", encoding="utf-8")
+    (root / "train" / "pos" / "1_7.txt").write_text("  \n", encoding="utf-8")  # row 3 of the split: no such row to see
+    message = refused(root, "1 invalid text", "--drop-invalid")
+    assert f"at {root / 'train' / 'pos' / '1_7.txt'};" in message and "row" not in message
+
+
+@pytest.mark.parametrize("ext", ["parquet", "jsonl"])
+def test_a_single_label_that_is_not_a_name_or_number_is_refused(tmp_path, ext):
+    """A dict label became the class "{'y': 1}" (the test split's 1 was then 'never seen in train')."""
+    train = frame(["a", "b", "c"], [{"y": 0}, {"y": 1}, {"y": 0}])
+    refused(write(tmp_path, train, frame(["d"], [1]), ext), "the train split's labels at row 0", "hold {'y': 0}",
+            "a name or a number")
+
+
+def test_labels_as_long_as_texts_suggest_swapped_columns(tmp_path):
+    review = "an excellent film with a cast that carries every scene and a script that never lets them down " * 3
+    train = frame(["0", "1"], ["a dull film " * 20, "a fine film " * 20])
+    message = refused(write(tmp_path, train, frame(["1"], [review]), "csv"), "test label 'an excellent film",
+                      "look like texts", "--text-column and --label-column")
+    assert review not in message and len(message) < 300
+
+
 def test_csv_texts_that_look_like_numbers_stay_texts(tmp_path):
     train = frame(["10", "1e5", "NA", "nan", "0"], [0, 1, 0, 1, 0])
     splits = load(write(tmp_path, train, frame(["3", "4"], [0, 1]), "csv"))

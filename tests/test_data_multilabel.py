@@ -8,6 +8,7 @@ import pytest
 from headtune.config import DataConfig
 from headtune.data import load_splits
 from headtune.errors import HeadtuneError
+from headtune.sampling import draw
 
 from test_data import frame, write
 
@@ -80,6 +81,18 @@ def test_integer_lists_without_names_sort_by_value(tmp_path):
     splits = load(tmp_path)
     assert splits.label_names == ["2", "9", "10"]
     assert splits.train.labels.tolist() == [[1, 0, 1], [0, 1, 0]]
+
+
+def test_a_sample_without_a_label_the_split_has_is_refused(tmp_path):
+    """Drawn at random, a multi-label sample can miss a label: its output never trained, yet was saved (predicted
+    for every text when its untrained score crossed the threshold)."""
+    rows = [["a"], ["b"]] * 10 + [["a", "rare"]]
+    train = frame([f"text {i}" for i in range(len(rows))], rows)
+    folder = write(tmp_path, train, frame(["x", "y"], [["a"], ["b"]]), "jsonl")
+    seed = next(s for s in range(50) if 20 not in draw(np.zeros((21, 3)), 5, s, "train", multi_label=True))
+    refused(folder, "--train-size 5 draws no example of 1 of the 3 labels the train split has ('rare')",
+            "larger --train-size or another --sample-seed", train_size=5, sample_seed=seed)
+    assert load(folder, train_size=21).train.labels[:, 2].sum() == 1  # the whole split: not a sample
 
 
 def test_test_label_unknown_to_train(tmp_path):

@@ -57,12 +57,26 @@ VALID = frame(["nice film", "dull film", "fine plot"], [1, 0, 1])
 def test_dataset_validation_file_is_used_whole(tmp_path, name):
     write(tmp_path, GOOD_TRAIN, GOOD_TEST, Path(name).suffix[1:])
     save(VALID, tmp_path / name)
-    splits = load(tmp_path, val_fraction=0.3)  # ignored: the dataset has its own validation split
-    assert splits.validation_source == "dataset"
+    splits = load(tmp_path, folds=1)  # one training, on held-out rows: the dataset's own
+    assert splits.validation_source == "dataset" and splits.folds is None
     assert splits.validation.texts == VALID.text.tolist()
     assert splits.validation.labels.tolist() == [1, 0, 1]
     assert splits.train.texts == GOOD_TRAIN.text.tolist()  # nothing held out of train
     assert splits.dropped == {"train": 0, "test": 0, "validation": 0}
+
+
+@pytest.mark.parametrize("asked, source", [({"val_fraction": 0.3}, "train"), ({"val_fraction": 0.0}, None),
+                                           ({"folds": 2}, "cross-validation")])
+def test_an_explicit_validation_flag_replaces_the_datasets_split(tmp_path, caplog, asked, source):
+    write(tmp_path, GOOD_TRAIN, GOOD_TEST)
+    save(VALID, tmp_path / "validation.parquet")
+    with caplog.at_level(logging.INFO, logger="headtune"):
+        splits = load(tmp_path, **asked)
+    assert splits.validation_source == source
+    assert splits.validation is None or splits.validation.texts != VALID.text.tolist()
+    assert (splits.folds is not None) == ("folds" in asked)
+    flag_, value = next(iter(asked.items()))
+    assert f"--{flag_.replace('_', '-')} {value:g}, so the dataset's own validation split is not used" in caplog.text
 
 
 def test_dataset_validation_is_not_sampled(sentiment_dir, tmp_path):

@@ -77,6 +77,31 @@ def test_changed_weights_do_not_trust_the_cache(run, sentiment_dir, tmp_path):
     assert (tmp_path / "evaluate-test" / "metrics.json").is_file()  # the default: beside the model folder
 
 
+@pytest.mark.parametrize("features", ["cache", "full model"])
+def test_weights_that_are_not_finite_are_one_line_not_plausible_metrics(run, sentiment_dir, tmp_path, features):
+    """A NaN in the head made every probability NaN: every text took label 0 (accuracy 0.5), loss and ECE NaN."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from headtune.digests import file_sha256
+
+    _, root = run
+    folder = tmp_path / "model"
+    shutil.copytree(root / "run" / "model", folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["classifier.weight"][0, 0] = float("nan")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    if features == "cache":  # as if trained so: the cached features apply, the saved head reads them
+        settings = json.loads((folder / "headtune.json").read_text())
+        settings["checkpoint_sha256"] = file_sha256(folder / "model.safetensors")
+        (folder / "headtune.json").write_text(json.dumps(settings))
+    with pytest.raises(HeadtuneError, match=r"gives no finite probabilities for 120 of 120 texts: its weights hold "
+                                            r"NaN or infinite values \(classifier.weight\)"):
+        evaluate(root, model=str(folder), dataset=str(sentiment_dir), size=120, no_cache=features != "cache",
+                 output_dir=str(tmp_path / "eval"))
+
+
 def test_two_models_in_one_folder_keep_their_own_evaluations(run, sentiment_dir, tmp_path):
     """Both wrote models/evaluate-test by default, the second over the first without a word."""
     import shutil

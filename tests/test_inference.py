@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,30 @@ def test_threshold_on_a_single_label_model_is_refused(binary, capsys):
     folder, _ = binary
     message = one_line_error(["--model", folder, "--threshold", "0.3", "hi"], capsys)
     assert "--threshold applies to multi-label models only" in message and "drop --threshold" in message
+
+
+def test_weights_that_are_not_finite_are_one_line_not_nan_in_the_json(binary, tmp_path, capsys):
+    """Bare NaN is not JSON, and the row's label was the first label's."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(binary[0], folder)
+    weights = load_file(folder / "model.safetensors")
+    weights["classifier.bias"][1] = float("inf")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    message = one_line_error(["--model", folder, "good", "bad"], capsys)
+    assert "gives no finite probabilities for 2 of 2 texts" in message
+    assert "its weights hold NaN or infinite values (classifier.bias)" in message
+
+
+@pytest.mark.parametrize("problem_type", [None, "regression"])
+def test_a_regression_checkpoint_is_refused(tmp_path, tokenizer, capsys, problem_type):
+    """One output became a one-label classifier: every text 'LABEL_0' with probability 1.0."""
+    folder = tmp_path / "model"
+    save_ordinary(folder, tokenizer, ["score"], problem_type=problem_type)
+    message = one_line_error(["--model", folder, "good"], capsys)
+    assert message == f"{folder} is a regression checkpoint (1 output, no classes), not a classifier; headtune " \
+                      f"predicts and evaluates classifiers of two or more labels"
 
 
 # --------------------------------------------------------------------------- truncation

@@ -695,10 +695,11 @@ def test_settings_that_do_nothing_here_say_so(tiny_models, sentiment_dir, tmp_pa
     flags were ignored without a word."""
     with caplog.at_level(logging.WARNING):
         train(tmp_path, sentiment_dir, tiny_models["bert"], train_size=60, test_size=20, epochs=1, pooling="mean",
-              train_pretrained_head=True, revision="main")
+              train_pretrained_head=True, revision="main", depth="auto")
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("headtune")]
     assert any("--train-pretrained-head has nothing to train: the mean reading of BERT" in w for w in warnings)
-    assert any("--revision applies to Hub models" in w for w in warnings)
+    # once, though --depth auto reads the model twice (every layer, then the chosen cut)
+    assert sum("--revision applies to Hub models" in w for w in warnings) == 1
 
 
 def test_a_run_without_validation_says_what_it_saves(tiny_models, sentiment_dir, tmp_path, caplog):

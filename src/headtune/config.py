@@ -202,13 +202,15 @@ class DataConfig(DataSource):
         "rows held out. Separate from --seed, so runs that differ only in head settings "
         "(--seed included) see the same texts and reuse cached features."))
     folds: int | None = field(default=None, metadata=_help(
-        "When the dataset has no validation split (validation, valid or dev): cut the training sample into this "
-        "many folds (stratified; multi-label data: at random), train heads on every fold's complement and score "
-        "them on the fold, and make the choices (learning rate, epoch, calibration, multi-label threshold) on "
-        "these out-of-fold scores; the saved head then trains on the whole sample. 1: hold out --val-fraction "
-        f"instead (one training, noisier choices). Default: {DEFAULT_FOLDS} while training rows x labels is at "
-        f"most {FOLDS_BUDGET:,} (then the folds cost little next to the backbone pass), else 1; and 1 whenever "
-        "--val-fraction is given.", metavar="K"))
+        "Cut the training sample into this many folds (stratified; multi-label data: at random), train heads on "
+        "every fold's complement and score them on the fold, and make the choices (learning rate, epoch, "
+        "calibration, multi-label threshold) on these out-of-fold scores; the saved head then trains on the whole "
+        "sample. 1: one training, its choices on held-out rows (the dataset's validation split, else --val-fraction "
+        "of the training sample; noisier choices). Default: the dataset's own "
+        f"validation split (validation, valid or dev) when it has one, else {DEFAULT_FOLDS} while training rows x "
+        f"labels is at most {FOLDS_BUDGET:,} (then the folds cost little next to the backbone pass), else 1; and "
+        "1 whenever --val-fraction is given. --folds K (K > 1) or --val-fraction is used instead of a dataset's "
+        "own validation split.", metavar="K"))
     val_fraction: float | None = field(default=None, metadata=_help(
         "Hold out this share of the training sample (stratified; multi-label data: at random; a class's last "
         "example stays in train) and make the choices on it instead of on folds. 0: no validation at all (then "
@@ -250,6 +252,15 @@ class DataConfig(DataSource):
         if self.val_fraction is not None:
             return 1
         return DEFAULT_FOLDS if rows * labels <= FOLDS_BUDGET else 1
+
+    def validation_asked(self) -> str | None:
+        """The flag that asks for validation rows from the training sample ('--folds 5', '--val-fraction 0'), which
+        replaces a dataset's own validation split; None when none does (--folds 1: one training, on that split)."""
+        if self.val_fraction is not None:
+            return f"{flag('val_fraction')} {self.val_fraction:g}"
+        if self.folds is not None and self.folds > 1:
+            return f"{flag('folds')} {self.folds}"
+        return None
 
     @property
     def holdout_fraction(self) -> float:

@@ -79,6 +79,7 @@ class RawSplit:
     texts: pa.ChunkedArray | np.ndarray
     labels: np.ndarray
     csv: bool = False  # read from CSV, where an empty label cell is NaN, as a missing one would be
+    files: list[str] | None = None  # a text folder's file per row: messages name the file, not a row number
 
 
 @dataclass
@@ -97,6 +98,9 @@ def load_splits(cfg: DataConfig) -> Splits:
     """Read, validate and name the labels of the train, test and validation splits, then sample them."""
     data = open_dataset(cfg)
     own_validation = validation_name(data)
+    if own_validation and (asked := cfg.validation_asked()):  # the user's explicit choice wins over the files
+        log.info("validation: %s, so the dataset's own %s split is not used", asked, own_validation)
+        own_validation = None
     wanted = {"train": "train", "test": "test", **({"validation": own_validation} if own_validation else {})}
     # the files are read side by side (Arrow releases the GIL): reading is most of the time load_splits takes;
     # map returns in order, so a problem in train is reported before one in test, as when read one by one
@@ -118,7 +122,8 @@ def load_splits(cfg: DataConfig) -> Splits:
         read_as = read_as or name
         return Split(_pick(raw[read_as].texts, rows[read_as][keep]), labels[read_as][keep], dropped[read_as])
 
-    train_keep, test_keep = (sample_rows(labels[s], size, cfg, s, multi) for s, size in zip(SPLITS, cfg.sizes))
+    train_keep, test_keep = (sample_rows(labels[s], size, cfg, s, multi, names)
+                             for s, size in zip(SPLITS, cfg.sizes))
     validation, source, folds = None, None, None
     if own_validation:  # the dataset's own: used whole
         validation, source = split_of("validation", np.arange(len(labels["validation"]))), "dataset"
@@ -358,7 +363,7 @@ def _json_array(path: Path, encoding: str) -> bool:
 
 def read_text_folder(folder: Path, source: DataSource) -> RawSplit:
     """aclImdb layout: one sub-folder per label holding one .txt file per text."""
-    texts, labels = [], []
+    texts, labels, files = [], [], []
     for label_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "unsup"):
         for file in sorted(label_dir.glob("*.txt")):
             try:
@@ -369,9 +374,10 @@ def read_text_folder(folder: Path, source: DataSource) -> RawSplit:
             except OSError as err:  # a dangling link, a file without read permission, a folder named *.txt
                 raise HeadtuneError(f"cannot read {file}: {err.strerror or err}; fix or remove it") from None
             labels.append(label_dir.name)
+            files.append(str(file))
     if not texts:
         raise HeadtuneError(f"{folder} has no <label>/*.txt files; expected e.g. {folder}/pos/1.txt")
-    return RawSplit(_objects(texts), _objects(labels))
+    return RawSplit(_objects(texts), _objects(labels), files=files)
 
 
 def check_columns(columns: list, split: str, source: DataSource) -> None:
@@ -428,9 +434,13 @@ def _objects(values) -> np.ndarray:
 
 # --------------------------------------------------------------------------- validation
 
-def _rows(mask: np.ndarray) -> str:
-    """'rows 3, 17 (counting from 0)': the first SHOWN_ROWS rows of the split's table that the mask marks."""
+def _rows(mask: np.ndarray, files: list[str] | None = None) -> str:
+    """'rows 3, 17 (counting from 0)': the first SHOWN_ROWS rows of the split's table that the mask marks; or
+    their files, for a folder of text files."""
     rows = np.flatnonzero(mask)
+    if files is not None:
+        shown = ", ".join(files[r] for r in rows[:SHOWN_ROWS])
+        return f"{shown}{', ...' if len(rows) > SHOWN_ROWS else ''}"
     shown = ", ".join(str(r) for r in rows[:SHOWN_ROWS])
     return f"row{'s' if len(rows) > 1 else ''} {shown}{', ...' if len(rows) > SHOWN_ROWS else ''} " \
            f"(counting from 0)"
@@ -507,10 +517,10 @@ def clean_split(raw: RawSplit, split: str, source: DataSource) -> tuple[np.ndarr
         if bad_text.any():
             raise HeadtuneError(f"the {split} split has {bad_text.sum():,} invalid text{_s(bad_text.sum())} "
                                 f"(empty, whitespace only, null, not a string or not valid Unicode) at "
-                                f"{_rows(bad_text)}; "
+                                f"{_rows(bad_text, raw.files)}; "
                                 f"fix them or pass {flag('drop_invalid')} to drop them")
         raise HeadtuneError(f"the {split} split has {bad_label.sum():,} missing label{_s(bad_label.sum())} "
-                            f"(null or NaN) at {_rows(bad_label)}; fix them or pass {flag('drop_invalid')} "
+                            f"(null or NaN) at {_rows(bad_label, raw.files)}; fix them or pass {flag('drop_invalid')} "
                             f"to drop them")
     if bad.all():
         raise HeadtuneError(f"the {split} split has no valid rows left after {flag('drop_invalid')} dropped all "
@@ -527,27 +537,49 @@ def _s(count) -> str:
 
 # --------------------------------------------------------------------------- sampling
 
-def sample_rows(labels: np.ndarray, size: int | None, cfg: DataConfig, split: str, multi_label: bool) -> np.ndarray:
+def sample_rows(labels: np.ndarray, size: int | None, cfg: DataConfig, split: str, multi_label: bool,
+                names: list[str]) -> np.ndarray:
     """Rows of the --train-size / --test-size / --small-run sample (all rows when no size is asked for)."""
     total = len(labels)
     if size is None:
         return np.arange(total)
-    if getattr(cfg, f"{split}_size") is None:  # --small-run: at most the whole split
-        size = min(size, total)
+    if getattr(cfg, f"{split}_size") is None and size >= total:  # --small-run: at most the whole split
+        if size > total:
+            log.info("%s: the %s split has %s rows, fewer than %s: all of them are used", flag("small_run"), split,
+                     f"{total:,}", f"{size:,}")
+        size = total
     if split == "train" and size < total and not multi_label:
         _check_keeps_classes(labels, size, cfg)
-    return draw(labels, size, cfg.sample_seed, split, multi_label)
+    rows = draw(labels, size, cfg.sample_seed, split, multi_label)
+    if split == "train" and size < total and multi_label:
+        _check_keeps_labels(labels, rows, cfg, names)
+    return rows
 
 
 def _check_keeps_classes(labels: np.ndarray, size: int, cfg: DataConfig) -> None:
     counts = np.unique(labels, return_counts=True)[1]
     lost = int(np.sum(allocate(counts, size) == 0))
     if lost:
-        asked = f"{flag('train_size')} {size:,}" if cfg.train_size is not None else \
-            f"{flag('small_run')}'s sample of {size:,} texts"
-        raise HeadtuneError(f"{asked} leaves {lost} of the {counts.size} classes without a training example; "
+        raise HeadtuneError(f"{_asked(size, cfg)} leaves {lost} of the {counts.size} classes without a training "
+                            f"example; "
                             f"pass {flag('train_size')} {smallest_sample_keeping_classes(counts)} or more "
                             f"(samples of that size or more keep every class)")
+
+
+def _asked(size: int, cfg: DataConfig) -> str:
+    return f"{flag('train_size')} {size:,}" if cfg.train_size is not None else \
+        f"{flag('small_run')}'s sample of {size:,} texts"
+
+
+def _check_keeps_labels(matrix: np.ndarray, rows: np.ndarray, cfg: DataConfig, names: list[str]) -> None:
+    """Multi-label samples are drawn at random, not stratified: one can miss a label the split has. Its output
+    would never see a positive example, yet be saved and predicted (refused, as a lost class is above)."""
+    lost = np.flatnonzero((matrix[rows].sum(axis=0) == 0) & (matrix.sum(axis=0) > 0))
+    if len(lost):
+        shown = ", ".join(f"'{names[i]}'" for i in lost[:5])
+        raise HeadtuneError(f"{_asked(len(rows), cfg)} draws no example of {len(lost)} of the {len(names)} "
+                            f"labels the train split has ({shown}{', ...' if len(lost) > 5 else ''}); "
+                            f"pass a larger {flag('train_size')} or another {flag('sample_seed')}")
 
 
 def _warn_unseen_labels(matrix: np.ndarray, names: list[str]) -> None:

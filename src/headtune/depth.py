@@ -117,7 +117,7 @@ class Choice:
 def at_depth(cfg: RunConfig, source: ModelSource, depth: int) -> tuple[RunConfig, ModelSource]:
     """The run that reads layer `depth`: its config (--depth N) and its model (the one cut to N layers)."""
     chosen = replace(cfg, model=replace(cfg.model, depth=depth))
-    return chosen, ModelSource(chosen.model, source.digest)
+    return chosen, source.with_config(chosen.model)
 
 
 def fill_layers(cfg: RunConfig, splits: Splits, source: ModelSource, family: Family, reading: Reading,

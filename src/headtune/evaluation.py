@@ -23,7 +23,7 @@ from .calibration import DEFAULT_THRESHOLD
 from .config import EvaluateRun
 from .data import load_split
 from .features import cached_features, extract_features, features_identity, resolve_device
-from .inference import is_multi_label, label_names, max_length_for, resolve_threshold, score_texts
+from .inference import check_finite, is_multi_label, label_names, max_length_for, resolve_threshold, score_texts
 from .digests import DigestMemo
 from .errors import HeadtuneError, flag
 from . import atomic
@@ -74,6 +74,7 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
     if probs is None:
         probs = score_texts(model, tokenizer, split.texts, max_length, cfg.batch_size, multi_label).probs
         how = "full model"
+    check_finite(probs, model, folder)
     positive = settings.get("positive_label")
     threshold = resolve_threshold(cfg.threshold, settings, multi_label)  # predict's rule: None for single-label
     task = Task(len(names), multi_label, names.index(positive) if positive in names else 1,
@@ -86,8 +87,8 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
                **score(probs, split.labels, task, names),
                "seconds": round(time.perf_counter() - start, 3)}
     _write(out, metrics, f"{folder.parent.name or folder.name} on {Path(source.dataset).name} ({cfg.split})")
-    log.info("%s on %s (%s, %d texts): %s %.4f, %s %.4f; features: %s; wrote %s", folder, source.dataset, cfg.split,
-             len(split.texts), metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"],
+    log.info("%s on %s (%s, %s): %s %.4f, %s %.4f; features: %s; wrote %s", folder, source.dataset, cfg.split,
+             f"{len(split.texts):,} text{'' if len(split.texts) == 1 else 's'}", metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"],
              metrics["f1"], how, out)
     return metrics
 

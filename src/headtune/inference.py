@@ -79,6 +79,7 @@ def predict(texts=None, model=PredictConfig.model, **settings) -> list[dict]:
     threshold = resolve_threshold(cfg.threshold, saved, multi_label)
     max_length = max_length_for(cfg.max_length, clf, tokenizer, saved)
     scores = score_texts(clf, tokenizer, texts, max_length, cfg.batch_size, multi_label)
+    check_finite(scores.probs, clf, cfg.model)
     _warn_truncated(scores.truncated, max_length, tokenizer.truncation_side)
     names = label_names(clf.config)
     rows = []
@@ -215,6 +216,19 @@ def score_texts(model, tokenizer, texts: list[str], max_length: int, batch_size:
             logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float()
             probs[chunk] = (torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=-1)).cpu().numpy()
     return Scores(probs, np.asarray(tokens.truncated, dtype=bool))
+
+
+def check_finite(probs: np.ndarray, model, folder) -> None:
+    """Refuse NaN or infinite outputs: printed, they are not even valid JSON; scored, NaN compares false and
+    every text takes one label, so the metrics would look plausible."""
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        damaged = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        more = ", ..." if len(damaged) > 3 else ""
+        why = (f"its weights hold NaN or infinite values ({', '.join(damaged[:3])}{more})" if damaged
+               else "its computation overflowed")
+        raise HeadtuneError(f"the model {folder} gives no finite probabilities for {int(bad.sum()):,} of "
+                            f"{len(probs):,} texts: {why}; train it again or restore the folder's weights")
 
 
 def class_probabilities(model, tokenizer, texts: list[str], max_length: int, batch_size: int,

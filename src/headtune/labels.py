@@ -69,6 +69,17 @@ def _check_plain(split: str, rows: list[list]) -> None:
                                 f"must be a name or a number: fix that row or remove it")
 
 
+def _check_plain_values(split: str, values: np.ndarray) -> None:
+    """Single-label: as _check_plain. Numeric and string arrays hold plain labels; an object array may hold a dict."""
+    if values.dtype == object:
+        _check_plain(split, [[v] for v in values])
+
+
+def _shown(name: str, limit: int = 60) -> str:
+    """A label as a message shows it: a whole review (swapped columns) would make the line unreadable."""
+    return name if len(name) <= limit else f"{name[:limit]}..."
+
+
 def _strings(values) -> np.ndarray:
     return np.array([str(v) for v in values], dtype=object)
 
@@ -84,7 +95,11 @@ def _ids_in(order: np.ndarray, values: np.ndarray, split: str) -> np.ndarray:
 
 
 def _unseen(split: str, name: str, rows: int) -> HeadtuneError:
-    return HeadtuneError(f"{split} label '{name}' never occurs in the train split ({rows:,} {split} "
+    if len(name) > 100:  # a label as long as a review: the columns are likely the wrong way round
+        return HeadtuneError(f"{split} label '{_shown(name)}' never occurs in the train split, and labels this "
+                             f"long look like texts: check that {flag('text_column')} and {flag('label_column')} "
+                             f"name the right columns")
+    return HeadtuneError(f"{split} label '{_shown(name)}' never occurs in the train split ({rows:,} {split} "
                          f"row{'s' if rows != 1 else ''}), so the head cannot learn it; add examples of it to the "
                          f"train split or remove it from the {split} split")
 
@@ -151,6 +166,8 @@ def encode_single(columns: dict[str, np.ndarray], source_names: list[str] | None
     Integer labels keep their value as id when names are known (--label-names, the dataset's
     own, or neg/pos for 0/1); other labels are numbered in the sorted order of the train values.
     """
+    for split, values in columns.items():
+        _check_plain_values(split, values)
     names, ids = _names_and_ids(columns, source_names, user_names, single=True)
     _check_seen(ids, names)
     return names, ids
@@ -241,6 +258,8 @@ def encode_for_model(values: np.ndarray, source_names: list[str] | None, user_na
     if not multi_label and holds_lists(values):
         raise HeadtuneError(f"the {split} split holds lists of labels (multi-label data), but the model is "
                             f"single-label; evaluate it on data with one label per text")
+    if not multi_label:
+        _check_plain_values(split, values)
     rows = label_sets(values, split_strings=True) if multi_label else None
     flat = np.array([x for r in rows for x in r], dtype=object) if multi_label else values
     ints = as_int_labels(flat)
@@ -254,4 +273,5 @@ def encode_for_model(values: np.ndarray, source_names: list[str] | None, user_na
     hint = (f"the labels are integers: pass the model's names for them, in order, with {flag('label_names')}"
             if ints is not None and not (user_names or source_names) else
             "evaluate on data labelled like the model's training data")
-    raise HeadtuneError(f"{split} label '{unknown}' is not one of the model's labels (the model has {model}); {hint}")
+    raise HeadtuneError(f"{split} label '{_shown(unknown)}' is not one of the model's labels (the model has {model}); "
+                        f"{hint}")

@@ -5,6 +5,7 @@ and no code from the Hub runs unless they opt in (`--trust-remote-code`).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -362,6 +363,13 @@ class ModelSource:
     @property
     def model_type(self) -> str:
         return self.config_json.get("model_type", "")
+
+    def with_config(self, cfg: ModelConfig) -> "ModelSource":
+        """The same files under other settings (--depth auto's chosen cut): their checks and warnings were
+        done; what depends on the settings (the loaded config, the identity) is found again when asked for."""
+        other = copy.copy(self)
+        other.cfg, other._checked, other._identity = cfg, None, None
+        return other
 
     def checked(self):
         """(tokenizer, transformers config), loaded and checked once (this imports transformers)."""

@@ -145,6 +145,10 @@ def _check_classifier(folder: Path, config) -> None:
     if not any(a.endswith("ForSequenceClassification") for a in (config.architectures or [])):
         raise HeadtuneError(f"{folder} is not a text-classification checkpoint (its architecture is "
                             f"{', '.join(config.architectures or ['unknown'])}); train one with headtune train")
+    if config.num_labels < 2 or getattr(config, "problem_type", None) == "regression":
+        raise HeadtuneError(f"{folder} is a regression checkpoint ({config.num_labels} output"
+                            f"{'' if config.num_labels == 1 else 's'}, no classes), not a classifier; headtune "
+                            f"predicts and evaluates classifiers of two or more labels")
     ids = sorted(config.id2label or {})
     if ids != list(range(len(ids))):  # transformers keeps id2label as written; predictions are named by 0..n-1
         raise HeadtuneError(f"{folder / 'config.json'}: id2label must name the labels 0 to {len(ids) - 1} (its ids are "
