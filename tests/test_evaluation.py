@@ -190,3 +190,6 @@ def test_a_model_trained_on_int8_features_is_scored_as_saved(tiny_models, sentim
     fresh = headtune.evaluate(model=str(tmp_path / "run" / "model"), size=40, output_dir=str(tmp_path / "b"),
                               no_cache=True, **{k: v for k, v in settings.items() if k != "cache_dir"})
     assert cached["features"] == "full model" and cached["accuracy"] == fresh["accuracy"]
+    # the card's results are the int8 run's, not what this folder scores: it says so
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "- Backbone pass: int8 (`--precision int8`" in card and "measured on the int8 features" in card

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import headtune
 from headtune import cli
@@ -204,6 +205,20 @@ def test_weights_that_are_not_finite_are_one_line_not_nan_in_the_json(binary, tm
     message = one_line_error(["--model", folder, "good", "bad"], capsys)
     assert "gives no finite probabilities for 2 of 2 texts" in message
     assert "its weights hold NaN or infinite values (classifier.bias)" in message
+
+
+def test_a_classifier_stored_in_bf16_predicts_as_its_fp32_copy(binary, tmp_path, capsys):
+    """Loaded in fp32, as training loads its backbone: a bf16 folder computed in bf16 and scored otherwise."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(binary[0]).to(torch.bfloat16)
+    for name in ("bf16", "fp32"):
+        model.save_pretrained(tmp_path / name)
+        AutoTokenizer.from_pretrained(binary[0]).save_pretrained(tmp_path / name)
+        model.float()
+    texts = ["good", LONG, "a dull and boring film"]
+    rows = {name: predicted(["--model", tmp_path / name, *texts], capsys)[0] for name in ("bf16", "fp32")}
+    assert rows["bf16"] == rows["fp32"]
 
 
 @pytest.mark.parametrize("problem_type", [None, "regression"])

@@ -15,7 +15,7 @@ def card(tiny_models, sentiment_dir, tmp_path_factory):
     metrics = headtune.train(dataset=str(sentiment_dir), model=str(tiny_models["distilbert"]), output_dir=str(out),
                              cache_dir=str(out / "cache"), max_length=32, device="cpu", epochs=2, train_size=100,
                              test_size=50, overwrite=True)
-    return metrics, (out / "model" / "README.md").read_text()
+    return metrics, (out / "model" / "README.md").read_text(), out / "model"
 
 
 def front_matter(text: str) -> dict:
@@ -24,7 +24,7 @@ def front_matter(text: str) -> dict:
 
 
 def test_front_matter_names_library_task_metrics_and_tags(card):
-    metrics, text = card
+    metrics, text, _ = card
     meta = front_matter(text)
     assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
     assert "base_model" not in meta and "datasets" not in meta  # local folders are no Hub names
@@ -35,7 +35,7 @@ def test_front_matter_names_library_task_metrics_and_tags(card):
 
 
 def test_body_says_how_it_was_trained_and_how_to_load_it(card):
-    metrics, text = card
+    metrics, text, _ = card
     params = metrics["parameters"]
     assert f"{params['trainable']:,} trainable parameters" in text and f"{params['frozen']:,} parameters" in text
     assert "pre_classifier" in text and "Pooling: native" in text
@@ -46,6 +46,27 @@ def test_body_says_how_it_was_trained_and_how_to_load_it(card):
     assert f"| after training | **{metrics['after']['accuracy']:.4f}** |" in text
     assert 'pipeline("text-classification", model="path/to/model", top_k=None)' in text
     assert "trust_remote_code" not in text.split("## Usage")[1]  # an ordinary checkpoint
+    assert "Backbone pass:" not in text  # fp32 features: the folder's own model gives them
+
+
+def test_the_usage_snippet_as_written_gives_predicts_probabilities_on_a_long_text(card):
+    """Without truncation=True the pipeline cut nothing: a text past --max-length scored otherwise than predict
+    (or failed past the encoder's positions)."""
+    _, text, folder = card
+    long_text = "the movie was quite boring and the plot a mess " * 20  # 202 tokens: over --max-length 32 and
+    # over the 128 positions of the tiny model (uncut, it fails)
+    code = text.split("```python\n")[1].split("```")[0]
+    code = code.replace("path/to/model", str(folder)).replace("Put the text to classify here.", long_text)
+    *body, last = code.strip().splitlines()
+    scope: dict = {}
+    exec("\n".join(body), scope)
+    rows = eval(last, scope)
+    predicted = headtune.predict([long_text], model=str(folder), device="cpu")[0]
+    assert predicted["truncated"] is True
+    rows = rows[0] if len(rows) == 1 else rows  # one text: its rows, or a list holding them
+    assert len(rows) == 2
+    for row in rows:
+        assert abs(row["score"] - predicted[f"{row['label']}_prob"]) < 1e-5, (row, predicted)
 
 
 def test_hub_names_appear_in_the_front_matter():

@@ -690,6 +690,28 @@ def test_threshold_on_single_label_data_is_refused_as_predict_refuses_it(tiny_mo
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.parametrize("no_cache", [False, True])
+def test_a_backbone_stored_in_bf16_trains_as_its_fp32_copy(tiny_models, sentiment_dir, tokenizer, tmp_path, no_cache):
+    """Many Hub checkpoints store bf16 weights (config.json "dtype": "bfloat16"): caching the body stopped on
+    numpy's missing bf16, and --no-cache on bf16 features meeting the fp32 pooler."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(tiny_models["bert"]).to(torch.bfloat16)
+    for name in ("bf16", "fp32"):  # the same values, stored two ways
+        model.save_pretrained(tmp_path / name)
+        tokenizer.save_pretrained(tmp_path / name)
+        model.float()
+    assert load_file(tmp_path / "bf16" / "model.safetensors")["pooler.dense.weight"].dtype == torch.bfloat16
+    runs = {name: train(tmp_path, sentiment_dir, tmp_path / name, output_dir=str(tmp_path / f"out-{name}"),
+                        train_size=60, test_size=40, epochs=1, no_cache=no_cache, cache_dir=str(tmp_path / name / "c"))
+            for name in ("bf16", "fp32")}
+    assert runs["bf16"]["test"]["confusion_matrix"] == runs["fp32"]["test"]["confusion_matrix"]
+    saved = {name: load_file(tmp_path / f"out-{name}" / "model" / "model.safetensors") for name in runs}
+    assert saved["bf16"].keys() == saved["fp32"].keys()
+    for key, value in saved["bf16"].items():
+        assert value.dtype == torch.float32 and torch.equal(value, saved["fp32"][key]), key
+
+
 def test_settings_that_do_nothing_here_say_so(tiny_models, sentiment_dir, tmp_path, caplog):
     """BERT's mean reading has no pretrained head part to train, and a local folder has no Hub revision: both
     flags were ignored without a word."""

@@ -18,7 +18,9 @@ def _usage(settings: dict) -> str:
         "```python\n"
         "from transformers import pipeline\n\n"
         f'classifier = pipeline("text-classification", model="path/to/model", top_k=None{trust})\n'
-        'classifier("Put the text to classify here.")\n'
+        "# truncation=True cuts a long text as training did (to the tokenizer's model_max_length, on its side);\n"
+        "# without it the pipeline cuts nothing: other probabilities, or an error past the encoder's positions\n"
+        'classifier("Put the text to classify here.", truncation=True)\n'
         "```\n\n"
         + ("This folder holds headtune's small modeling file (`modeling_headtune.py`: the backbone, "
            f"{settings['pooling']} pooling over its last hidden states, a linear classifier), so transformers "
@@ -91,6 +93,14 @@ def model_card(metrics: dict, settings: dict, parameters: dict) -> str:
         + ("; trained on features centred on the training mean, folded into the first layer's bias." if
            metrics.get("centred") else "."),
     ]
+    passed = metrics.get("environment", {}).get("autocast", "fp32")
+    if passed == "torch.qint8":  # the folder cannot hold the quantized backbone's features: say whose figures these are
+        lines.append("- Backbone pass: int8 (`--precision int8`, dynamic quantization of its Linear layers). This "
+                     "folder holds the fp32 backbone, whose features differ a little: loaded from here, the model "
+                     "scores somewhat otherwise than the results below, which were measured on the int8 features.")
+    elif passed != "fp32":
+        lines.append(f"- Backbone pass: {passed.removeprefix('torch.')} autocast (the results below were measured "
+                     f"on those features; this folder holds fp32 weights).")
     if calibration.get("temperature"):
         lines.append(f"- Calibration: temperature {calibration['temperature']:.3f} fitted on the {held} scores and "
                      f"folded into the final layer (test ECE {calibration['ece_before']:.4f} -> "

@@ -206,6 +206,9 @@ def load_for_training(cfg: ModelConfig, label_names: list[str], seed: int, token
         label2id={name: i for i, name in enumerate(label_names)},
         problem_type=problem_type,
         use_safetensors=None if cfg.allow_pickle else True,
+        # in fp32 whatever the checkpoint stores (many ship bf16): the head trains in fp32, the cache's checksums
+        # go through numpy (which has no bf16), and on a GPU autocast gives the pass its bf16 speed anyway
+        dtype=torch.float32,
         ignore_mismatched_sizes=True,  # a checkpoint with another label set gets a new head
         output_loading_info=True,
         **(class_config or {}),

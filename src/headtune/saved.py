@@ -73,7 +73,8 @@ def load_classifier(folder, device: torch.device, allow_pickle: bool = False):
     _check_local_folder(folder, allow_pickle)
     settings = read_settings(folder)
     cfg = ModelConfig(model=str(folder), allow_pickle=allow_pickle)  # trust_remote_code stays off
-    weights = {"use_safetensors": None if allow_pickle else True}
+    # fp32, as training loads its backbone: a folder saved in bf16 or fp16 is scored like the training run scored it
+    weights = {"use_safetensors": None if allow_pickle else True, "dtype": torch.float32}
     if _model_type(folder) == POOLED_MODEL_TYPE:
         from .pooled_model import HeadtunePooledConfig, HeadtunePooledForSequenceClassification
 
