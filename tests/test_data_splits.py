@@ -292,6 +292,7 @@ def test_describe_labels():
     names = [f"label_{i}" for i in range(77)]
     assert describe_labels(names) == "77 labels: label_0, label_1, label_2, label_3, label_4, ..."
     assert describe_labels(["neg", "pos"]) == "2 labels: neg, pos"
+    assert describe_labels(["bad\nfilm", "good", "né"]) == "3 labels: 'bad\\nfilm', good, né"  # one log line
     assert describe_labels(names[:5], shown=5) == "5 labels: label_0, label_1, label_2, label_3, label_4"
 
 

@@ -18,7 +18,9 @@ LIST_CELLS = (list, tuple, np.ndarray)  # how parquet (numpy arrays) and jsonl (
 def describe_labels(names: list[str], shown: int = 5) -> str:
     """'77 labels: Refund_not_showing_up, activate_my_card, ...': short enough for one log line."""
     more = ", ..." if len(names) > shown else ""
-    return f"{len(names)} label{'' if len(names) == 1 else 's'}: {', '.join(names[:shown])}{more}"
+    # a name holding a line break or a tab is quoted with escapes, so the log line stays one line
+    listed = ", ".join(n if n.isprintable() else repr(n) for n in names[:shown])
+    return f"{len(names)} label{'' if len(names) == 1 else 's'}: {listed}{more}"
 
 
 def holds_lists(values: np.ndarray) -> bool:
