@@ -561,8 +561,7 @@ def _check_keeps_classes(labels: np.ndarray, size: int, cfg: DataConfig) -> None
     lost = int(np.sum(allocate(counts, size) == 0))
     if lost:
         raise HeadtuneError(f"{_asked(size, cfg)} leaves {lost} of the {counts.size} classes without a training "
-                            f"example; "
-                            f"pass {flag('train_size')} {smallest_sample_keeping_classes(counts)} or more "
+                            f"example; pass {flag('train_size')} {smallest_sample_keeping_classes(counts)} or more "
                             f"(samples of that size or more keep every class)")
 
 

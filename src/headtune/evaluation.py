@@ -87,9 +87,10 @@ def evaluate(run: EvaluateRun, given: frozenset[str] = frozenset()) -> dict:
                **score(probs, split.labels, task, names),
                "seconds": round(time.perf_counter() - start, 3)}
     _write(out, metrics, f"{folder.parent.name or folder.name} on {Path(source.dataset).name} ({cfg.split})")
-    log.info("%s on %s (%s, %s): %s %.4f, %s %.4f; features: %s; wrote %s", folder, source.dataset, cfg.split,
-             f"{len(split.texts):,} text{'' if len(split.texts) == 1 else 's'}", metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"],
-             metrics["f1"], how, out)
+    texts = f"{len(split.texts):,} text{'' if len(split.texts) == 1 else 's'}"
+    log.info("%s on %s (%s, %s): %s %.4f, %s %.4f; features: %s; wrote %s", folder, source.dataset, cfg.split, texts,
+             metrics["metric_names"]["accuracy"], metrics["accuracy"], metrics["metric_names"]["f1"], metrics["f1"],
+             how, out)
     return metrics
 
 
